@@ -1,0 +1,84 @@
+"""Re-ID models (flax.linen), built by name from the `model` config section.
+
+Registries (factories take their config section, a mapping such as a ConfigDict):
+
+  ARCHITECTURES  `(model_cfg, num_classes) -> nn.Module`    ('baseline')
+  BACKBONES      `(backbone_cfg, dtype) -> nn.Module`        ('resnet18', ..., 'resnet152')
+  POOLINGS       `(pooling_cfg) -> nn.Module`                ('avg', 'max', 'gem')
+  HEADS          `(head_cfg, num_classes) -> nn.Module`      ('bnneck', 'linear')
+
+Usage::
+
+  model = build_model(config.model, num_classes)
+  variables = model.init(rng, images, train=True)
+  out, updates = model.apply(variables, images, train=True, mutable=['batch_stats'])
+  embedding = model.apply(variables, images, train=False)['embedding']
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+
+from jreid.registry import Registry
+
+ARCHITECTURES = Registry('architecture')
+BACKBONES = Registry('backbone')
+POOLINGS = Registry('pooling')
+HEADS = Registry('head')
+
+# The component modules register themselves in the registries above on import.
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from jreid.models import baseline, heads, pooling, resnet  # noqa: E402,F401
+from jreid.models.baseline import Baseline  # noqa: E402
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+
+def default_model_config() -> Any:
+  """The `model` config section of the BoT baseline (ResNet-50, last stride 1, BNNeck).
+
+  Returns an ml_collections.ConfigDict; ml_collections is imported here only, so the models
+  run where it is not installed.
+  """
+  import ml_collections  # pylint: disable=g-import-not-at-top
+
+  cfg = ml_collections.ConfigDict()
+  cfg.name = 'baseline'
+  cfg.backbone = ml_collections.ConfigDict()
+  cfg.backbone.name = 'resnet50'
+  cfg.backbone.width = 64
+  cfg.backbone.last_stride = 1
+  cfg.pooling = ml_collections.ConfigDict()
+  cfg.pooling.name = 'avg'
+  cfg.pooling.gem_p = 3.0
+  cfg.pooling.gem_learnable = False
+  cfg.head = ml_collections.ConfigDict()
+  cfg.head.name = 'bnneck'
+  cfg.head.neck_feat = 'before'
+  cfg.head.embedding_dim = 0
+  cfg.pixel_mean = baseline.IMAGENET_MEAN
+  cfg.pixel_std = baseline.IMAGENET_STD
+  cfg.dtype = 'float32'
+  return cfg
+
+
+def build_model(model_cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
+  """Builds the model named by `model_cfg['name']` for `num_classes` training identities."""
+  if int(num_classes) < 1:
+    raise ValueError(f'num_classes must be >= 1 (the training identities), got {num_classes}.')
+  try:
+    build = ARCHITECTURES.get(model_cfg['name'])
+  except ValueError as e:
+    raise ValueError(f'config.model.name: {e}') from None
+  return build(model_cfg, int(num_classes))
+
+
+__all__ = [
+    'ARCHITECTURES',
+    'BACKBONES',
+    'Baseline',
+    'HEADS',
+    'POOLINGS',
+    'build_model',
+    'default_model_config',
+]

@@ -1,0 +1,88 @@
+"""The re-ID baseline meta-architecture: preprocess -> backbone -> pooling -> head.
+
+This is FastReID's `Baseline` (the "BoT" strong baseline of Luo et al. with a ResNet backbone,
+global pooling and a BNNeck head); the components are chosen by name in `build_model`.
+"""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jreid.models import ARCHITECTURES, BACKBONES, HEADS, POOLINGS
+
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+class Baseline(nn.Module):
+  """Backbone + pooling + head on images in 0..255.
+
+  Attributes:
+    backbone: module `(x [B, H, W, 3] float, train) -> feature map [B, h, w, C]`.
+    pooling: module `feature map -> [B, C]`.
+    head: module `(pooled, train) -> dict` (see `EmbeddingHead`).
+    pixel_mean: per-channel mean subtracted from the 0..255 input ((0, 0, 0) with std
+      (255, 255, 255) feeds the backbone [0, 1] images).
+    pixel_std: per-channel divisor.
+  """
+
+  backbone: nn.Module
+  pooling: nn.Module
+  head: nn.Module
+  pixel_mean: Sequence[float] = IMAGENET_MEAN
+  pixel_std: Sequence[float] = IMAGENET_STD
+
+  @nn.compact
+  def __call__(self, images: jnp.ndarray, train: bool) -> dict[str, jnp.ndarray]:
+    """Embeds images, uint8 or float in 0..255, NHWC.
+
+    Returns:
+      training: {'logits': [B, num_classes], 'features': [B, D'] (the triplet-loss feature,
+      see `neck_feat`), 'embedding': [B, D] (post-neck)}; evaluation: {'embedding': [B, D]}.
+      Always float32, whatever the compute dtype.
+    """
+    channels = len(self.pixel_mean)
+    if images.ndim != 4 or images.shape[-1] != channels:
+      raise ValueError(
+          f'Baseline expects images shaped [batch, height, width, {channels}] (NHWC), got '
+          f'{images.shape}; transpose NCHW input with x.transpose(0, 2, 3, 1).'
+      )
+    mean = jnp.asarray(self.pixel_mean, jnp.float32)
+    std = jnp.asarray(self.pixel_std, jnp.float32)
+    x = (images.astype(jnp.float32) - mean) / std
+    feature_map = self.backbone(x, train=train)
+    outputs = self.head(self.pooling(feature_map), train=train)
+    return {k: v.astype(jnp.float32) for k, v in outputs.items()}
+
+
+def _component(registry: Any, section: Mapping[str, Any], where: str) -> Any:
+  """The factory named by `section['name']`; an unknown name names the config key to fix."""
+  try:
+    return registry.get(section['name'])
+  except ValueError as e:
+    raise ValueError(f'config.model.{where}.name: {e}') from None
+
+
+@ARCHITECTURES.register('baseline')
+def build_baseline(cfg: Mapping[str, Any], num_classes: int) -> Baseline:
+  """Builds `Baseline` from the `model` config section (see `default_model_config`)."""
+  if cfg['dtype'] not in DTYPES:
+    raise ValueError(
+        f'config.model.dtype must be one of {sorted(DTYPES)}, got {cfg["dtype"]!r}.'
+    )
+  dtype = DTYPES[cfg['dtype']]
+  backbone = _component(BACKBONES, cfg['backbone'], 'backbone')(cfg['backbone'], dtype)
+  pooling = _component(POOLINGS, cfg['pooling'], 'pooling')(cfg['pooling'])
+  head = _component(HEADS, cfg['head'], 'head')(cfg['head'], num_classes)
+  pixel_mean = tuple(float(v) for v in cfg['pixel_mean'])
+  pixel_std = tuple(float(v) for v in cfg['pixel_std'])
+  if len(pixel_mean) != len(pixel_std) or min(pixel_std) <= 0:
+    raise ValueError(
+        'config.model.pixel_mean and pixel_std must hold one number per channel, std > 0; got '
+        f'{pixel_mean} and {pixel_std}.'
+    )
+  return Baseline(backbone, pooling, head, pixel_mean=pixel_mean, pixel_std=pixel_std)
