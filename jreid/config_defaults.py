@@ -1,0 +1,94 @@
+"""Every key the generic train loop reads, with FastReID-like defaults.
+
+Method configs in `configs/` start from `base_config()` and change values; `jreid.main` locks the
+result, so a misspelt key is an error instead of a silently ignored setting.
+"""
+
+import dataclasses
+
+import ml_collections
+
+from data_pipelines import synthreid
+from jreid import models
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.batch_size = 64  # Global batch over all devices and processes.
+
+  c.dataset = ml_collections.ConfigDict()
+  c.dataset.name = 'synthreid'  # 'synthreid' | 'market1501'
+  c.dataset.root = ''  # The extracted public dataset folder (not needed for synthreid).
+  c.dataset.cache_dir = ''  # Synthetic data and prepared TFDS files; default $JREID_CACHE or ~/.cache/jreid.
+  c.dataset.synth = ml_collections.ConfigDict(dataclasses.asdict(synthreid.SynthReIDSpec()))
+
+  c.input = ml_collections.ConfigDict()
+  c.input.height = 256
+  c.input.width = 128
+
+  c.augment = ml_collections.ConfigDict()
+  c.augment.flip_prob = 0.5
+  c.augment.pad = 10
+  c.augment.random_erasing_prob = 0.5
+  c.augment.random_erasing_value = 'mean'
+  c.augment.color_jitter_prob = 0.0
+
+  c.sampler = ml_collections.ConfigDict()
+  c.sampler.name = 'pk'
+  c.sampler.num_instances = 4  # K; P = batch_size // K.
+
+  c.data = ml_collections.ConfigDict()
+  c.data.num_parallel_calls = -1  # tf.data AUTOTUNE.
+  c.data.prefetch = 2
+
+  c.model = models.default_model_config()
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.names = ('cross_entropy', 'triplet')
+  c.loss.cross_entropy = ml_collections.ConfigDict(
+      {'weight': 1.0, 'epsilon': 0.1, 'variant': 'fastreid'})
+  c.loss.triplet = ml_collections.ConfigDict(
+      {'weight': 1.0, 'margin': 0.3, 'norm_feat': False, 'hard_mining': True})
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.name = 'adam'  # 'adam' | 'sgd'
+  c.optim.lr = 3.5e-4
+  c.optim.momentum = 0.9
+  c.optim.nesterov = False
+  c.optim.adam_b1 = 0.9
+  c.optim.adam_b2 = 0.999
+  c.optim.adam_eps = 1e-8
+  c.optim.weight_decay = 5e-4
+  c.optim.weight_decay_norm = 5e-4
+  c.optim.weight_decay_bias = 5e-4
+  c.optim.bias_lr_factor = 1.0
+  c.optim.lr_factors = ()  # ((path regex, factor), ...), e.g. (('^backbone/', 0.1),).
+  c.optim.clip_grad_norm = 0.0  # Global-norm clipping; 0 = off.
+  c.optim.schedule = 'multistep'  # 'multistep' | 'cosine' | 'constant'
+  c.optim.milestones = (40, 90)  # Epochs.
+  c.optim.gamma = 0.1
+  c.optim.delay_epochs = 0  # Cosine: constant lr for these epochs first.
+  c.optim.eta_min_lr = 0.0
+  c.optim.warmup_epochs = 10.0
+  c.optim.warmup_factor = 0.1
+  c.optim.warmup_method = 'linear'  # 'linear' | 'constant'
+  c.optim.freeze_layers = ('^backbone/',)  # Path regexes frozen for the first freeze_iters.
+  c.optim.freeze_iters = 0
+
+  c.train = ml_collections.ConfigDict()
+  c.train.epochs = 120
+  c.train.steps_per_epoch = 0  # 0: len(train split) // batch_size, as FastReID.
+  c.train.log_every_steps = 20
+  c.train.checkpoint_every_steps = 500
+  c.train.keep_checkpoints = 2
+  c.train.eval_every_epochs = 0  # 0: evaluate only at the end.
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = 128
+  c.eval.metric = 'cosine'  # 'cosine' | 'euclidean'
+  c.eval.max_rank = 50
+  c.eval.untrained = True  # Also evaluate the network before the first step.
+  c.eval.histogram_baseline = True  # Hand-crafted colour-histogram baseline in the report.
+  c.eval.rank_list_queries = 8  # Queries shown in the report's rank-list grid.
+  return c

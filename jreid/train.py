@@ -1,0 +1,311 @@
+"""The generic supervised re-ID train loop: `train_and_evaluate(config, workdir)`.
+
+Nothing here is model specific: the backbone, pooling, head and loss terms come from the config
+through registries. One pure train step `(state, batch) -> (state, metrics)` is compiled once with
+`jax.jit`, data parallel over a mesh of every device (state replicated, batch split along 'data').
+The run resumes from the latest checkpoint in the workdir at the exact step, data order included.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from data_pipelines import datasets
+from data_pipelines import input_pipeline
+from data_pipelines import samplers
+from jreid import checkpoint
+from jreid import inference
+from jreid import metric_writers
+from jreid import models
+from jreid import objectives
+from jreid import optim
+from jreid import parallel
+from jreid import report
+from jreid.evaluation import format_results_table
+from jreid.evaluation import histogram
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+def prepare_workdir(workdir: str | pathlib.Path, config: ml_collections.ConfigDict) -> pathlib.Path:
+  """Creates the workdir (clear error if impossible) and writes the resolved config.json."""
+  workdir = pathlib.Path(workdir).expanduser().absolute()
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+    probe = workdir / '.write_test'
+    probe.write_text('ok')
+    probe.unlink()
+  except OSError as e:
+    raise OSError(f'cannot write to the workdir {workdir}: {e.strerror}. Pass a writable '
+                  '--workdir.') from None
+  if jax.process_index() == 0:
+    (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2, sort_keys=True) + '\n')
+  return workdir
+
+
+def model_fingerprint(config: ml_collections.ConfigDict, num_classes: int) -> dict[str, Any]:
+  """What a checkpoint must match to be restored into this run."""
+  return {'model': json.loads(config.model.to_json_best_effort()), 'num_classes': int(num_classes),
+          'dataset': config.dataset.name}
+
+
+def create_train_state(model, tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
+                       mesh: jax.sharding.Mesh) -> TrainState:
+  """Initialises parameters and optimiser state directly into replicated shardings."""
+  shape = (1, config.input.height, config.input.width, 3)
+
+  def init(rng):
+    variables = model.init(rng, jnp.zeros(shape, jnp.uint8), train=False)
+    params = variables['params']
+    return TrainState(step=jnp.zeros([], jnp.int32), params=params,
+                      batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params))
+
+  # The 'rbg' generator compiles the initialisers several times faster than threefry on CPU.
+  rng = jax.random.key(config.seed, impl='rbg')
+  return jax.jit(init, out_shardings=parallel.replicated_sharding(mesh))(rng)
+
+
+def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Schedule,
+                    config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
+  """The jitted pure train step: (state, batch) -> (state, metrics). State is donated."""
+  freeze_iters = config.optim.freeze_iters if config.optim.freeze_layers else 0
+
+  def train_step(state: TrainState, batch: dict[str, jax.Array]):
+    rng = jax.random.fold_in(jax.random.key(config.seed, impl='rbg'), state.step)
+
+    def loss_fn(params):
+      outputs, mutated = model.apply({'params': params, 'batch_stats': state.batch_stats},
+                                     batch['image'], train=True, mutable=['batch_stats'],
+                                     rngs={'dropout': rng})
+      terms = objectives.compute_losses(outputs, batch['label'], config.loss)
+      return objectives.total_loss(terms), (terms, outputs, mutated['batch_stats'])
+
+    (loss, (terms, outputs, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    if freeze_iters:
+      # Frozen layers keep their BatchNorm running statistics too (FastReID's Freeze hook).
+      frozen = optim.freeze_mask(batch_stats, tuple(config.optim.freeze_layers))
+      keep = state.step < freeze_iters
+      batch_stats = jax.tree.map(lambda m, new, old: jnp.where(keep & m, old, new),
+                                 frozen, batch_stats, state.batch_stats)
+    metrics = {'loss': loss, **{f'loss_{k}': v for k, v in terms.items()},
+               'accuracy': jnp.mean(jnp.argmax(outputs['logits'], -1) == batch['label']),
+               'grad_norm': optax.global_norm(grads), 'lr': schedule(state.step)}
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                              opt_state=opt_state)
+    return new_state, metrics
+
+  replicated = parallel.replicated_sharding(mesh)
+  return jax.jit(train_step, donate_argnums=(0,),
+                 in_shardings=(replicated, parallel.data_sharding(mesh)),
+                 out_shardings=(replicated, replicated))
+
+
+class Setup:
+  """Everything a run derives from its config: data, model, optimiser, state, checkpoints."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: pathlib.Path):
+    self.config = config
+    self.workdir = workdir
+    self.mesh = parallel.create_mesh()
+    parallel.check_batch_size(config.batch_size, self.mesh)
+    self.splits = datasets.load_dataset(config.dataset)
+    self.train_split = self.splits['train']
+    self.num_classes = int(self.train_split.labels.max()) + 1
+    k = config.sampler.num_instances
+    if config.batch_size % k:
+      raise ValueError(f'batch_size {config.batch_size} is not divisible by '
+                       f'sampler.num_instances (K) {k}; the P x K sampler needs batch_size = P * K.')
+    self.sampler = samplers.PKSampler(
+        self.train_split.labels, num_ids=config.batch_size // k, num_instances=k,
+        seed=config.seed, batches_per_epoch=config.train.steps_per_epoch or None)
+    self.steps_per_epoch = self.sampler.batches_per_epoch
+    self.total_steps = config.train.epochs * self.steps_per_epoch
+    self.model = models.build_model(config.model, self.num_classes)
+    self.schedule = optim.learning_rate_schedule(config.optim, self.steps_per_epoch,
+                                                 self.total_steps)
+    abstract_params = jax.eval_shape(
+        lambda: self.model.init(jax.random.key(0), jnp.zeros(
+            (1, config.input.height, config.input.width, 3), jnp.uint8), train=False))['params']
+    self.tx = optim.build_optimizer(config.optim, self.schedule, abstract_params)
+    self.state = create_train_state(self.model, self.tx, config, self.mesh)
+    self.checkpointer = checkpoint.Checkpointer(
+        workdir / 'checkpoints', model_fingerprint(config, self.num_classes),
+        keep=config.train.keep_checkpoints)
+
+  def variables(self, state: TrainState) -> dict[str, Any]:
+    return {'params': state.params, 'batch_stats': state.batch_stats}
+
+  def evaluate(self, state: TrainState) -> inference.EvalOutput:
+    return inference.evaluate_splits(
+        self.model, self.variables(state), self.splits['query'], self.splits['gallery'],
+        self.config, self.mesh)
+
+
+def _read_json(path: pathlib.Path) -> dict[str, Any] | None:
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def _write_json(path: pathlib.Path, obj: Any) -> None:
+  if jax.process_index() == 0:
+    tmp = path.with_suffix(path.suffix + '.tmp')
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + '\n')
+    tmp.replace(path)
+
+
+def _log(msg: str) -> None:
+  if jax.process_index() == 0:
+    print(msg, flush=True)
+
+
+def histogram_baseline(setup: Setup) -> dict[str, float]:
+  """Rank metrics of the hand-crafted colour-histogram features (no learning)."""
+  feats = {}
+  for name in ('query', 'gallery'):
+    chunks = []
+    for batch in input_pipeline.eval_iterator(setup.splits[name], setup.config.input,
+                                              batch_size=setup.config.eval.batch_size):
+      chunks.append(histogram.color_histogram_features(batch['image'][batch['mask']]))
+    feats[name] = np.concatenate(chunks)
+  return inference.rank_metrics(feats['query'], feats['gallery'], setup.splits['query'],
+                                setup.splits['gallery'], metric='cosine',
+                                max_rank=setup.config.eval.max_rank).to_dict()
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains (resuming from the workdir's latest checkpoint), evaluates and writes the report."""
+  workdir = prepare_workdir(workdir, config)
+  t_start = time.time()
+  setup = Setup(config, workdir)
+  _log(f'jreid: {jax.device_count()} {jax.devices()[0].platform} device(s), '
+       f'{jax.process_count()} process(es); dataset {config.dataset.name}: '
+       + ', '.join(f'{k} {v.summary()}' for k, v in setup.splits.items()))
+  final_path = workdir / 'metrics.json'
+  state = setup.state
+  start_step = 0
+  if setup.checkpointer.latest_step() is not None:
+    state = setup.checkpointer.restore(state)
+    start_step = int(state.step)
+    _log(f'resuming from checkpoint at step {start_step}/{setup.total_steps}')
+  if start_step >= setup.total_steps and final_path.exists():
+    results = _read_json(final_path)
+    _log(f'run in {workdir} is already finished ({setup.total_steps} steps):')
+    _log(format_results_table(_table_rows(results)))
+    return results
+
+  baselines = _read_json(workdir / 'baselines.json') or {}
+  if config.eval.untrained and 'untrained' not in baselines and start_step == 0:
+    _log('evaluating the untrained network...')
+    baselines['untrained'] = setup.evaluate(state).metrics
+  if config.eval.histogram_baseline and 'histogram' not in baselines:
+    baselines['histogram'] = histogram_baseline(setup)
+  _write_json(workdir / 'baselines.json', baselines)
+
+  state = train(setup, state, start_step)
+
+  _log('evaluating...')
+  output = setup.evaluate(state)
+  results = dict(output.metrics)
+  for name, metrics in baselines.items():
+    results[f'{name}_mAP'] = metrics['mAP']
+    results[f'{name}_rank1'] = metrics['rank1']
+  results['steps'] = setup.total_steps
+  results['wall_time_s'] = time.time() - t_start  # This invocation only (not earlier, resumed ones).
+  _write_json(final_path, results)
+  _log(format_results_table(_table_rows(results, baselines)))
+  if jax.process_index() == 0:
+    report.write_report(workdir, config, setup, output, baselines)
+  setup.checkpointer.close()
+  return results
+
+
+def _table_rows(results: dict[str, Any], baselines: dict[str, Any] | None = None):
+  rows = {'trained': results}
+  baselines = baselines or {}
+  for name in ('untrained', 'histogram'):
+    if name in baselines:
+      rows[name] = baselines[name]
+  return rows
+
+
+def train(setup: Setup, state: TrainState, start_step: int) -> TrainState:
+  """Runs the train steps from `start_step` to the end, logging and checkpointing."""
+  config = setup.config
+  total = setup.total_steps
+  if start_step >= total:
+    return state
+  train_step = make_train_step(setup.model, setup.tx, setup.schedule, config, setup.mesh)
+  batches = input_pipeline.train_iterator(
+      setup.train_split, setup.sampler, config.input, config.augment, seed=config.seed,
+      start_step=start_step, num_steps=total, process_index=jax.process_index(),
+      process_count=jax.process_count(), num_parallel_calls=config.data.num_parallel_calls,
+      prefetch=config.data.prefetch)
+  writer = metric_writers.MetricWriter(setup.workdir, start_step=start_step)
+  progress = report.Progress(total=total, initial=start_step)
+  pending = None  # Metrics summed on device since the last log.
+  count = 0
+  step = start_step
+  for batch in batches:
+    state, metrics = train_step(state, parallel.shard_batch(batch, setup.mesh))
+    step += 1
+    pending = metrics if pending is None else jax.tree.map(jnp.add, pending, metrics)
+    count += 1
+    if step % config.train.log_every_steps == 0 or step == total:
+      scalars = {k: float(v) / count for k, v in jax.device_get(pending).items()}
+      scalars['epoch'] = step / setup.steps_per_epoch
+      writer.write_scalars(step, scalars)
+      progress.update(step, scalars)
+      pending, count = None, 0
+    if step % config.train.checkpoint_every_steps == 0 and step < total:
+      setup.checkpointer.save(step, state)
+    if config.train.eval_every_epochs and step < total and (
+        step % (config.train.eval_every_epochs * setup.steps_per_epoch) == 0):
+      metrics = setup.evaluate(state).metrics
+      writer.write_scalars(step, {f'test/{k}': v for k, v in metrics.items()})
+  progress.close()
+  setup.checkpointer.save(step, state)
+  setup.checkpointer.wait()
+  writer.close()
+  return state
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
+                        checkpoint_path: str | None = None) -> dict[str, float]:
+  """--mode=eval: test the latest checkpoint of the workdir, or the given checkpoint directory."""
+  workdir = prepare_workdir(workdir, config)
+  setup = Setup(config, workdir)
+  if checkpoint_path:
+    state = checkpoint.restore_from_path(checkpoint_path, setup.state,
+                                         model_fingerprint(config, setup.num_classes))
+  else:
+    if setup.checkpointer.latest_step() is None:
+      raise FileNotFoundError(f'no checkpoint in {workdir}/checkpoints to evaluate: train first, '
+                              'or pass --checkpoint=DIR/checkpoints/<step>.')
+    state = setup.checkpointer.restore(setup.state)
+  output = setup.evaluate(state)
+  results = {**output.metrics, 'step': int(state.step)}
+  _write_json(workdir / 'eval_metrics.json', results)
+  _log(f'checkpoint at step {int(state.step)}:')
+  _log(format_results_table({'trained': results}))
+  if jax.process_index() == 0:
+    report.write_report(workdir, config, setup, output, {})
+  setup.checkpointer.close()
+  return results
