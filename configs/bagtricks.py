@@ -2,7 +2,8 @@ r"""Bag of Tricks (BoT) strong baseline (Luo et al. 2019; FastReID's Base-bagtri
 
 Default: the embedded synthetic dataset SynthReID v1 on a 2-core CPU in under 10 minutes
 (ResNet-18 at width 32 and 96x48 input instead of ResNet-50 at 256x128, batch 8 ids x 4 images,
-Adam 1e-3, 8 epochs; about 6 minutes and mAP about 40%, 2.5x the colour-histogram baseline):
+Adam 1e-3, 8 epochs; measured 4.6 minutes wall, mAP 47% against 13% for the colour-histogram
+baseline and 3% for the untrained network):
 
   python -m jreid.main --config=configs/bagtricks.py --workdir=/tmp/run
 

@@ -208,7 +208,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if start_step >= setup.total_steps and final_path.exists():
     results = _read_json(final_path)
     _log(f'run in {workdir} is already finished ({setup.total_steps} steps):')
-    _log(format_results_table(_table_rows(results)))
+    _log(format_results_table(_table_rows(results, _read_json(workdir / 'baselines.json'))))
     return results
 
   baselines = _read_json(workdir / 'baselines.json') or {}
