@@ -42,8 +42,11 @@ def main(argv):
       train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     else:
       train.evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.checkpoint)
-  except (DatasetError, CheckpointMismatchError, FileNotFoundError, PermissionError) as e:
-    # A user's mistake: one clear message, not a traceback.
+  except train.Preempted as e:
+    print(f'jreid: {e}', file=sys.stderr)
+  except (DatasetError, CheckpointMismatchError, FileNotFoundError, PermissionError,
+          train.TrainingDivergedError) as e:
+    # A user's mistake or a diverged run: one clear message, not a traceback.
     print(f'jreid: error: {e}', file=sys.stderr)
     sys.exit(1)
 

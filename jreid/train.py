@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import pathlib
+import signal
+import threading
 import time
 from typing import Any
 
@@ -262,29 +264,89 @@ def train(setup: Setup, state: TrainState, start_step: int) -> TrainState:
   progress = report.Progress(total=total, initial=start_step)
   pending = None  # Metrics summed on device since the last log.
   count = 0
+  nonfinite = jnp.zeros([], bool)  # Any NaN/inf loss since the last checkpoint (on device).
   step = start_step
-  for batch in batches:
-    state, metrics = train_step(state, parallel.shard_batch(batch, setup.mesh))
-    step += 1
-    pending = metrics if pending is None else jax.tree.map(jnp.add, pending, metrics)
-    count += 1
-    if step % config.train.log_every_steps == 0 or step == total:
-      scalars = {k: float(v) / count for k, v in jax.device_get(pending).items()}
-      scalars['epoch'] = step / setup.steps_per_epoch
-      writer.write_scalars(step, scalars)
-      progress.update(step, scalars)
-      pending, count = None, 0
-    if step % config.train.checkpoint_every_steps == 0 and step < total:
-      setup.checkpointer.save(step, state)
-    if config.train.eval_every_epochs and step < total and (
-        step % (config.train.eval_every_epochs * setup.steps_per_epoch) == 0):
-      metrics = setup.evaluate(state).metrics
-      writer.write_scalars(step, {f'test/{k}': v for k, v in metrics.items()})
+
+  def save_checkpoint():
+    nonlocal nonfinite
+    if bool(nonfinite):  # One host sync per checkpoint, never per step.
+      raise _diverged(setup, step)
+    setup.checkpointer.save(step, state)
+    nonfinite = jnp.zeros([], bool)
+
+  with _SigtermFlag() as sigterm:
+    for batch in batches:
+      state, metrics = train_step(state, parallel.shard_batch(batch, setup.mesh))
+      step += 1
+      nonfinite = nonfinite | ~jnp.isfinite(metrics['loss'])
+      pending = metrics if pending is None else jax.tree.map(jnp.add, pending, metrics)
+      count += 1
+      if step % config.train.log_every_steps == 0 or step == total:
+        scalars = {k: float(v) / count for k, v in jax.device_get(pending).items()}
+        if not np.isfinite(scalars['loss']):
+          raise _diverged(setup, step)
+        scalars['epoch'] = step / setup.steps_per_epoch
+        writer.write_scalars(step, scalars)
+        progress.update(step, scalars)
+        pending, count = None, 0
+      if sigterm.received:
+        progress.close()
+        save_checkpoint()
+        setup.checkpointer.wait()
+        writer.close()
+        raise Preempted(f'SIGTERM received: checkpoint written at step {step}/{total} in '
+                        f'{setup.checkpointer.directory}; run the same command to resume.')
+      if step % config.train.checkpoint_every_steps == 0 and step < total:
+        save_checkpoint()
+      if config.train.eval_every_epochs and step < total and (
+          step % (config.train.eval_every_epochs * setup.steps_per_epoch) == 0):
+        metrics = setup.evaluate(state).metrics
+        writer.write_scalars(step, {f'test/{k}': v for k, v in metrics.items()})
   progress.close()
-  setup.checkpointer.save(step, state)
+  save_checkpoint()
   setup.checkpointer.wait()
   writer.close()
   return state
+
+
+class Preempted(Exception):
+  """The run was asked to stop (SIGTERM) and wrote a checkpoint; the same command resumes it."""
+
+
+class TrainingDivergedError(RuntimeError):
+  """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def _diverged(setup: Setup, step: int) -> TrainingDivergedError:
+  setup.checkpointer.wait()
+  last = setup.checkpointer.latest_step()
+  kept = (f'the last good checkpoint (step {last}) is kept in {setup.checkpointer.directory}'
+          if last is not None else 'no checkpoint was written')
+  return TrainingDivergedError(
+      f'training diverged: the loss became NaN or infinite by step {step}; {kept}. Lower '
+      'config.optim.lr, set config.optim.clip_grad_norm, or check the input data.')
+
+
+class _SigtermFlag:
+  """Records SIGTERM (e.g. a preempted cluster job) instead of dying mid-step."""
+
+  def __init__(self):
+    self.received = False
+    self._previous = None
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.received = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+    return False
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,

@@ -1,8 +1,11 @@
 """End to end: train_and_evaluate on a tiny model and a tiny synthetic set; resume; sharding."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -142,3 +145,39 @@ def test_core_modules_do_not_import_tensorflow():
           'bad = [m for m in ("tensorflow", "tensorflow_datasets", "faiss") if m in sys.modules]; '
           'assert not bad, bad')
   subprocess.run([sys.executable, '-c', code], check=True)
+
+
+def test_nan_loss_stops_the_run_with_a_clear_message(tmp_path):
+  config = tiny_config(tmp_path, epochs=1)
+  config.eval.untrained = False
+  config.eval.histogram_baseline = False
+  config.loss.cross_entropy.weight = float('nan')
+  with pytest.raises(train.TrainingDivergedError, match='NaN or infinite by step 2; no checkpoint'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not list((tmp_path / 'run' / 'checkpoints').glob('[0-9]*'))
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
+  run = tmp_path / 'run'
+  overrides = {
+      'dataset.cache_dir': tmp_path / 'cache', 'dataset.synth.num_train_ids': 16,
+      'dataset.synth.num_test_ids': 12, 'dataset.synth.num_distractors': 10,
+      'dataset.synth.num_junk': 5, 'model.backbone.width': 8, 'input.height': 32,
+      'input.width': 16, 'batch_size': 16, 'train.epochs': 200, 'train.steps_per_epoch': 3,
+      'train.log_every_steps': 1, 'eval.untrained': False, 'eval.histogram_baseline': False,
+  }
+  cmd = [sys.executable, '-m', 'jreid.main', '--config=configs/bagtricks.py', f'--workdir={run}']
+  cmd += [f'--config.{k}={v}' for k, v in overrides.items()]
+  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, 'XLA_FLAGS': ''})
+  deadline = time.time() + 300
+  while not metric_writers.read_jsonl(run / 'metrics.jsonl'):
+    assert proc.poll() is None, proc.communicate()
+    assert time.time() < deadline
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, err
+  assert 'SIGTERM received: checkpoint written at step' in err
+  steps = [int(p.name) for p in (run / 'checkpoints').glob('[0-9]*')]
+  assert steps and 0 < max(steps) < 600
