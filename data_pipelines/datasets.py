@@ -7,8 +7,11 @@ from typing import Callable
 
 import ml_collections
 
+from data_pipelines import dukemtmc
 from data_pipelines import market1501
+from data_pipelines import msmt17
 from data_pipelines import synthreid
+from data_pipelines import veri
 from data_pipelines.types import DatasetError, ReIDSplit
 
 Loader = Callable[[ml_collections.ConfigDict], dict[str, ReIDSplit]]
@@ -33,14 +36,39 @@ def _synthreid(cfg: ml_collections.ConfigDict) -> dict[str, ReIDSplit]:
   return market1501.load_market1501(root, data_dir=root.parent / (root.name + '_tfds'))
 
 
-@register('market1501')
-def _market1501(cfg: ml_collections.ConfigDict) -> dict[str, ReIDSplit]:
+def _extracted(cfg: ml_collections.ConfigDict, load: Callable[..., dict[str, ReIDSplit]],
+               example_root: str, layout: str) -> dict[str, ReIDSplit]:
+  """Loads a public dataset from `cfg.root`, preparing it under `cfg.cache_dir` when set."""
   if not cfg.root:
     raise DatasetError(
-        'dataset market1501 needs --config.dataset.root=/path/to/Market-1501-v15.09.15 (the '
-        'extracted official archive with bounding_box_train/, bounding_box_test/ and query/).')
+        f'dataset {cfg.name} needs --config.dataset.root={example_root} (the extracted official '
+        f'archive with {layout}).')
   data_dir = cache_dir(cfg) / 'tfds' if cfg.cache_dir else None
-  return market1501.load_market1501(cfg.root, data_dir=data_dir)
+  return load(cfg.root, data_dir=data_dir)
+
+
+@register('market1501')
+def _market1501(cfg: ml_collections.ConfigDict) -> dict[str, ReIDSplit]:
+  return _extracted(cfg, market1501.load_market1501, '/path/to/Market-1501-v15.09.15',
+                    'bounding_box_train/, bounding_box_test/ and query/')
+
+
+@register('dukemtmc')
+def _dukemtmc(cfg: ml_collections.ConfigDict) -> dict[str, ReIDSplit]:
+  return _extracted(cfg, dukemtmc.load_dukemtmc, '/path/to/DukeMTMC-reID',
+                    'bounding_box_train/, bounding_box_test/ and query/')
+
+
+@register('msmt17')
+def _msmt17(cfg: ml_collections.ConfigDict) -> dict[str, ReIDSplit]:
+  return _extracted(cfg, msmt17.load_msmt17, '/path/to/MSMT17_V1',
+                    'train/ and test/, or mask_train_v2/ and mask_test_v2/, and list_*.txt')
+
+
+@register('veri')
+def _veri(cfg: ml_collections.ConfigDict) -> dict[str, ReIDSplit]:
+  return _extracted(cfg, veri.load_veri, '/path/to/VeRi',
+                    'image_train/, image_query/ and image_test/')
 
 
 def load_dataset(cfg: ml_collections.ConfigDict) -> dict[str, ReIDSplit]:

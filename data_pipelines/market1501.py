@@ -266,7 +266,17 @@ def load_market1501(root: str | os.PathLike[str],
   files = scan_market1501(root)
   data_dir = os.path.expanduser(os.fspath(data_dir)) if data_dir else default_data_dir()
   data_dir = os.path.join(data_dir, f'market1501_{_folder_key(root, files)}')
-  builder = Market1501(data_dir=data_dir)
+  builder = prepare_builder(Market1501, root, data_dir)
+  return {split: _read_split(builder, split) for split in SPLIT_FOLDERS}
+
+
+def prepare_builder(builder_cls: type[tfds.core.GeneratorBasedBuilder], root: str,
+                    data_dir: str) -> tfds.core.GeneratorBasedBuilder:
+  """Prepares a manual_dir builder from `root` into `data_dir` (once) and returns it.
+
+  Nothing is downloaded; statistics are skipped and examples go to plain TFRecord files.
+  """
+  builder = builder_cls(data_dir=data_dir)
   tfds.disable_progress_bar()
   try:
     builder.download_and_prepare(
@@ -278,7 +288,7 @@ def load_market1501(root: str | os.PathLike[str],
   except OSError:
     # Another process (e.g. another host of the same job) renamed its finished copy into place
     # first, so TFDS could not rename ours: read theirs.
-    builder = Market1501(data_dir=data_dir)
+    builder = builder_cls(data_dir=data_dir)
     if not builder.is_prepared():
       raise
-  return {split: _read_split(builder, split) for split in SPLIT_FOLDERS}
+  return builder

@@ -18,7 +18,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.batch_size = 64  # Global batch over all devices and processes.
 
   c.dataset = ml_collections.ConfigDict()
-  c.dataset.name = 'synthreid'  # 'synthreid' | 'market1501'
+  c.dataset.name = 'synthreid'  # 'synthreid' | 'market1501' | 'dukemtmc' | 'msmt17' | 'veri'
   c.dataset.root = ''  # The extracted public dataset folder (not needed for synthreid).
   c.dataset.cache_dir = ''  # Synthetic data and prepared TFDS files; default $JREID_CACHE or ~/.cache/jreid.
   c.dataset.synth = ml_collections.ConfigDict(dataclasses.asdict(synthreid.SynthReIDSpec()))
