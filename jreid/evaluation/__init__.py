@@ -1,4 +1,4 @@
-"""Evaluation: distances, ranking metrics (CMC, mAP, mINP) and result tables."""
+"""Evaluation: distances, ranking metrics (CMC, mAP, mINP), re-ranking, query expansion, search."""
 
 from jreid.evaluation.distance import compute_distance
 from jreid.evaluation.distance import iter_distance_blocks
@@ -7,3 +7,10 @@ from jreid.evaluation.metrics import evaluate_features
 from jreid.evaluation.metrics import evaluate_rank
 from jreid.evaluation.metrics import format_results_table
 from jreid.evaluation.metrics import RankResult
+from jreid.evaluation.query_expansion import alpha_query_expansion
+from jreid.evaluation.query_expansion import average_query_expansion
+from jreid.evaluation.query_expansion import flip_average
+from jreid.evaluation.query_expansion import normalize_features
+from jreid.evaluation.rerank import jaccard_distance
+from jreid.evaluation.rerank import k_reciprocal_rerank
+from jreid.evaluation.search import search
