@@ -1,4 +1,7 @@
-"""Evaluation: distances, ranking metrics (CMC, mAP, mINP), re-ranking, query expansion, search."""
+"""Evaluation: distances, ranking metrics (CMC, mAP, mINP), re-ranking, query expansion.
+
+Top-k retrieval (faiss or numpy) is `jreid.evaluation.search.search(query, gallery, k)`.
+"""
 
 from jreid.evaluation.distance import compute_distance
 from jreid.evaluation.distance import iter_distance_blocks
@@ -13,4 +16,3 @@ from jreid.evaluation.query_expansion import flip_average
 from jreid.evaluation.query_expansion import normalize_features
 from jreid.evaluation.rerank import jaccard_distance
 from jreid.evaluation.rerank import k_reciprocal_rerank
-from jreid.evaluation.search import search
