@@ -139,6 +139,18 @@ def scan_market1501(root: str | os.PathLike[str]) -> dict[str, list[tuple[str, M
   return splits
 
 
+def reid_features() -> tfds.features.FeaturesDict:
+  """The example features of every re-ID folder dataset: original JPEG bytes plus metadata."""
+  return tfds.features.FeaturesDict({
+      'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
+      'pid': np.int32,
+      'camid': np.int32,
+      'session': np.int32,
+      'frame': np.int64,
+      'filename': tfds.features.Text(),
+  })
+
+
 class Market1501(tfds.core.GeneratorBasedBuilder):
   """Market-1501 prepared from the folder passed as `DownloadConfig(manual_dir=...)`."""
 
@@ -154,14 +166,7 @@ class Market1501(tfds.core.GeneratorBasedBuilder):
     return tfds.core.DatasetInfo(
         builder=self,
         description='Market-1501 person re-identification: 1,501 identities, 6 cameras.',
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
-            'pid': np.int32,
-            'camid': np.int32,
-            'session': np.int32,
-            'frame': np.int64,
-            'filename': tfds.features.Text(),
-        }),
+        features=reid_features(),
         homepage=HOMEPAGE,
         # Examples keep the file-name order of `scan_market1501`.
         disable_shuffling=True,

@@ -189,14 +189,7 @@ class ReIDFolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
     return tfds.core.DatasetInfo(
         builder=self,
         description=self.LAYOUT.description,
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
-            'pid': np.int32,
-            'camid': np.int32,
-            'session': np.int32,
-            'frame': np.int64,
-            'filename': tfds.features.Text(),
-        }),
+        features=market1501.reid_features(),
         homepage=self.LAYOUT.homepage,
         # Examples keep the path order of `Layout.scan`.
         disable_shuffling=True,
