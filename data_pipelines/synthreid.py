@@ -549,6 +549,16 @@ class _Canvas:
       self.img[sl] *= np.where(inside, factor, 1.0)[..., None].astype(np.float32)
 
 
+def _draw_arm(c: _Canvas, p: _Person, shoulder, elbow, hand, arm_r: float, top) -> None:
+  """One arm: a long sleeve, or skin with a short sleeve to the elbow; then the hand."""
+  if p.long_sleeves:
+    c.capsule(shoulder, hand, arm_r, top)
+  else:
+    c.capsule(shoulder, hand, 0.85 * arm_r, p.skin)
+    c.capsule(shoulder, elbow, 1.05 * arm_r, top)
+  c.ellipse(hand[0], hand[1] + 0.01, arm_r, 1.2 * arm_r, p.skin)
+
+
 def _draw_head(c: _Canvas, p: _Person, view: int, shoulder: float):
   """Neck, head, hair and hat; side views face -u."""
   rv, ru = p.head / 2, p.head * 0.4
@@ -604,12 +614,7 @@ def _draw_frontal(c: _Canvas, p: _Person, phase: float, front: bool):
     hand = (side * (sw + 0.012), p.waist + 0.02 - side * swing)
     elbow = (shoulder[0] + 0.45 * (hand[0] - shoulder[0]),
              shoulder[1] + 0.45 * (hand[1] - shoulder[1]))
-    if p.long_sleeves:
-      c.capsule(shoulder, hand, arm_r, top)
-    else:
-      c.capsule(shoulder, hand, 0.85 * arm_r, p.skin)
-      c.capsule(shoulder, elbow, 1.05 * arm_r, top)
-    c.ellipse(hand[0], hand[1] + 0.01, arm_r, 1.2 * arm_r, p.skin)
+    _draw_arm(c, p, shoulder, elbow, hand, arm_r, top)
   c.trapezoid(sh, p.waist, 0.0, sw, 0.0, hw, top)
   # The person's left is the viewer's right from the front, the viewer's left from the back.
   bag_u = p.bag_side * (1.0 if front else -1.0)
@@ -677,12 +682,7 @@ def _draw_side(c: _Canvas, p: _Person, phase: float, near_side: int):
   shoulder = (0.0, sh + 0.03)
   hand = (-arm_len * math.sin(theta), shoulder[1] + arm_len * math.cos(theta))
   elbow = (0.45 * hand[0], shoulder[1] + 0.45 * (hand[1] - shoulder[1]))
-  if p.long_sleeves:
-    c.capsule(shoulder, hand, arm_r, top)
-  else:
-    c.capsule(shoulder, hand, 0.85 * arm_r, p.skin)
-    c.capsule(shoulder, elbow, 1.05 * arm_r, top)
-  c.ellipse(hand[0], hand[1] + 0.01, arm_r, 1.2 * arm_r, p.skin)
+  _draw_arm(c, p, shoulder, elbow, hand, arm_r, top)
   if has_bag and p.bag_side == near_side:
     c.rect(-0.04, 0.07, p.waist - 0.05, p.waist + 0.06, p.bag)
   _draw_head(c, p, LEFT, sh)
