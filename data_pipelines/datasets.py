@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 from typing import Callable
 
 import ml_collections
 
+from data_pipelines import clonedperson
+from data_pipelines import combine
+from data_pipelines import csv_folder
+from data_pipelines import cuhk03
 from data_pipelines import dukemtmc
 from data_pipelines import market1501
 from data_pipelines import msmt17
+from data_pipelines import partial
+from data_pipelines import randperson
+from data_pipelines import regdb
+from data_pipelines import sysu_mm01
 from data_pipelines import synthreid
+from data_pipelines import synthvehicle
+from data_pipelines import vehicleid
 from data_pipelines import veri
+from data_pipelines import veriwild
 from data_pipelines.types import DatasetError, ReIDSplit
 
 Loader = Callable[[ml_collections.ConfigDict], dict[str, ReIDSplit]]
@@ -71,11 +83,133 @@ def _veri(cfg: ml_collections.ConfigDict) -> dict[str, ReIDSplit]:
                     'image_train/, image_query/ and image_test/')
 
 
+# Issue 6 readers. Extra keys (read with defaults, so older configs still load):
+# `trial` (RegDB split 1..10; VehicleID query/gallery draw seed), `test_size` ('small' |
+# 'medium' | 'large', VehicleID and VERI-Wild), `combine_all` (see `load_dataset`).
+
+
+def _cuhk03_np(kind: str) -> Loader:
+  def load(cfg: ml_collections.ConfigDict) -> dict[str, ReIDSplit]:
+    return _extracted(cfg, lambda root, data_dir: cuhk03.load_cuhk03_np(root, kind, data_dir),
+                      '/path/to/cuhk03-np', f'{kind}/bounding_box_train/, '
+                      f'{kind}/bounding_box_test/ and {kind}/query/')
+  return load
+
+
+register('cuhk03_np_detected')(_cuhk03_np('detected'))
+register('cuhk03_np_labeled')(_cuhk03_np('labeled'))
+
+
+@register('randperson')
+def _randperson(cfg: ml_collections.ConfigDict) -> dict[str, ReIDSplit]:
+  return _extracted(cfg, randperson.load_randperson, '/path/to/randperson',
+                    'randperson_subset/')
+
+
+@register('clonedperson')
+def _clonedperson(cfg: ml_collections.ConfigDict) -> dict[str, ReIDSplit]:
+  return _extracted(cfg, clonedperson.load_clonedperson, '/path/to/clonedperson',
+                    'train/, test/query/ and test/gallery/')
+
+
+@register('csv')
+def _csv(cfg: ml_collections.ConfigDict) -> dict[str, ReIDSplit]:
+  return _extracted(cfg, csv_folder.load_csv_folder, '/path/to/my_images',
+                    'train.csv and optionally query.csv and gallery.csv')
+
+
+def _partial(name: str, example: str, layout: str) -> Loader:
+  def load(cfg: ml_collections.ConfigDict) -> dict[str, ReIDSplit]:
+    return _extracted(cfg, lambda root, data_dir: partial.load_partial(name, root, data_dir),
+                      example, layout)
+  return load
+
+
+register('partial_reid')(_partial('partial_reid', '/path/to/Partial_REID',
+                                  'partial_body_images/ and whole_body_images/'))
+register('partial_ilids')(_partial('partial_ilids', '/path/to/Partial_iLIDS',
+                                   'partial_body_images/ and whole_body_images/'))
+register('occluded_reid')(_partial('occluded_reid', '/path/to/Occluded_REID',
+                                   'occluded_body_images/ and whole_body_images/'))
+
+
+@register('vehicleid')
+def _vehicleid(cfg: ml_collections.ConfigDict) -> dict[str, ReIDSplit]:
+  return _extracted(
+      cfg, lambda root, data_dir: vehicleid.load_vehicleid(
+          root, cfg.get('test_size', 'small'), cfg.get('trial', 1), data_dir),
+      '/path/to/VehicleID_V1.0', 'image/ and train_test_split/')
+
+
+@register('veriwild')
+def _veriwild(cfg: ml_collections.ConfigDict) -> dict[str, ReIDSplit]:
+  return _extracted(
+      cfg, lambda root, data_dir: veriwild.load_veriwild(
+          root, cfg.get('test_size', 'small'), data_dir),
+      '/path/to/VERI-Wild', 'images/ and train_test_split/')
+
+
+@register('sysu_mm01')
+def _sysu_mm01(cfg: ml_collections.ConfigDict) -> dict[str, ReIDSplit]:
+  return _extracted(cfg, sysu_mm01.load_sysu_mm01, '/path/to/SYSU-MM01',
+                    'cam1/ ... cam6/ and exp/')
+
+
+@register('regdb')
+def _regdb(cfg: ml_collections.ConfigDict) -> dict[str, ReIDSplit]:
+  return _extracted(
+      cfg, lambda root, data_dir: regdb.load_regdb(root, cfg.get('trial', 1),
+                                                   data_dir=data_dir),
+      '/path/to/RegDB', 'Visible/, Thermal/ and idx/')
+
+
+# Synthetic variants (issue 6): each generated on first use and cached by its spec hash.
+
+
+def _synthreid_variant(cfg: ml_collections.ConfigDict, **changes) -> dict[str, ReIDSplit]:
+  """SynthReID of `cfg.synth` with some spec fields changed (its own cached copy)."""
+  spec = dataclasses.replace(synthreid.SynthReIDSpec(**cfg.synth.to_dict()), **changes)
+  root = synthreid.ensure_synthreid(cache_dir(cfg), spec)
+  return market1501.load_market1501(root, data_dir=root.parent / (root.name + '_tfds'))
+
+
+@register('synthreid_b')
+def _synthreid_b(cfg: ml_collections.ConfigDict) -> dict[str, ReIDSplit]:
+  """Domain B of SynthReID: other palettes, scenes, camera styles and identities."""
+  return _synthreid_variant(cfg, domain='b')
+
+
+@register('synthreid_occluded')
+def _synthreid_occluded(cfg: ml_collections.ConfigDict) -> dict[str, ReIDSplit]:
+  """SynthReID whose queries are occluded or upper-body crops; train and gallery unchanged."""
+  return _synthreid_variant(cfg, query_occlusion='mixed')
+
+
+@register('synthreid_ir')
+def _synthreid_ir(cfg: ml_collections.ConfigDict) -> dict[str, ReIDSplit]:
+  """SynthReID's identities, visible and thermal, in the SYSU-MM01 layout read by its reader:
+  infrared queries (camids 2, 5), visible gallery, train = train + val ids."""
+  spec = synthreid.SynthReIDSpec(**cfg.synth.to_dict())
+  root = synthreid.ensure_synthreid_ir(cache_dir(cfg), spec)
+  return sysu_mm01.load_sysu_mm01(root, data_dir=root.parent / (root.name + '_tfds'))
+
+
+@register('synthvehicle')
+def _synthvehicle(cfg: ml_collections.ConfigDict) -> dict[str, ReIDSplit]:
+  """Synthetic vehicles of `cfg.synth_vehicle` in the VeRi-776 layout, read by the VeRi reader."""
+  fields = cfg.get('synth_vehicle')
+  spec = synthvehicle.SynthVehicleSpec(**(fields.to_dict() if fields else {}))
+  root = synthvehicle.ensure_synthvehicle(cache_dir(cfg), spec)
+  return veri.load_veri(root, data_dir=root.parent / (root.name + '_tfds'))
+
+
 def load_dataset(cfg: ml_collections.ConfigDict) -> dict[str, ReIDSplit]:
   """The 'train', 'query' and 'gallery' splits of `cfg.name`."""
   if cfg.name not in DATASETS:
     raise DatasetError(f'unknown dataset {cfg.name!r}; known: {", ".join(sorted(DATASETS))}')
   splits = DATASETS[cfg.name](cfg)
+  if cfg.get('combine_all', False):  # Train on train + query + gallery (QAConv).
+    splits = combine.combine_all(splits, junk_pids=combine.junk_ids(cfg.name))
   for name in ('train', 'query', 'gallery'):
     if name not in splits or len(splits[name]) == 0:
       raise DatasetError(f'dataset {cfg.name!r} has an empty {name!r} split')

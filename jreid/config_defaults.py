@@ -9,11 +9,13 @@ import dataclasses
 import ml_collections
 
 from data_pipelines import synthreid
+from data_pipelines import synthvehicle
 from jreid import models
 
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
+  c.method = 'supervised'  # The setup of the run: 'supervised' | 'qaconv' (jreid.train.METHODS).
   c.seed = 0
   c.batch_size = 64  # Global batch over all devices and processes.
 
@@ -21,7 +23,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.name = 'synthreid'  # 'synthreid' | 'market1501' | 'dukemtmc' | 'msmt17' | 'veri'
   c.dataset.root = ''  # The extracted public dataset folder (not needed for synthreid).
   c.dataset.cache_dir = ''  # Synthetic data and prepared TFDS files; default $JREID_CACHE or ~/.cache/jreid.
+  c.dataset.combine_all = False  # Train on train + query + gallery (QAConv --combine_all).
+  c.dataset.test_size = 'small'  # VehicleID / VERI-Wild test list: 'small' | 'medium' | 'large'.
+  c.dataset.trial = 1  # RegDB split file 1..10; VehicleID query/gallery draw seed.
   c.dataset.synth = ml_collections.ConfigDict(dataclasses.asdict(synthreid.SynthReIDSpec()))
+  # SynthVehicleSpec of dataset 'synthvehicle' (VeRi-776 layout).
+  c.dataset.synth_vehicle = ml_collections.ConfigDict(
+      dataclasses.asdict(synthvehicle.SynthVehicleSpec()))
 
   c.input = ml_collections.ConfigDict()
   c.input.height = 256
@@ -41,15 +49,21 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   c.data.num_parallel_calls = -1  # tf.data AUTOTUNE.
   c.data.prefetch = 2
+  c.data.on_corrupt = 'skip'  # Undecodable images: 'skip' (counted, named once) | 'error'.
 
   c.model = models.default_model_config()
 
   c.loss = ml_collections.ConfigDict()
   c.loss.names = ('cross_entropy', 'triplet')
   c.loss.cross_entropy = ml_collections.ConfigDict(
-      {'weight': 1.0, 'epsilon': 0.1, 'variant': 'fastreid'})
+      {'weight': 1.0, 'epsilon': 0.1, 'variant': 'fastreid',
+       'alpha': 0.2})  # alpha: probability-based smoothing, used when epsilon < 0.
   c.loss.triplet = ml_collections.ConfigDict(
       {'weight': 1.0, 'margin': 0.3, 'norm_feat': False, 'hard_mining': True})
+  # Used only when listed in c.loss.names (FastReID's defaults).
+  c.loss.focal = ml_collections.ConfigDict({'weight': 1.0, 'alpha': 0.25, 'gamma': 2.0})
+  c.loss.circle = ml_collections.ConfigDict({'weight': 1.0, 'margin': 0.25, 'gamma': 128.0})
+  c.loss.cosface = ml_collections.ConfigDict({'weight': 1.0, 'margin': 0.25, 'gamma': 128.0})
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = 'adam'  # 'adam' | 'sgd'

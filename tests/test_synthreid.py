@@ -2,6 +2,7 @@
 
 import collections
 import dataclasses
+import hashlib
 import json
 import pathlib
 import re
@@ -224,3 +225,33 @@ def test_detections_in_the_same_frame_get_distinct_indices():
   names = [shot.filename for shot in shots]
   assert len(set(names)) == len(names)
   assert max(shot.nn for shot in shots) > 1
+
+
+# Recorded from the v1 generator before domains, occlusion and infrared were added: the default
+# spec (domain A) must keep its cache name and its exact pixels.
+V1_DEFAULT_HASH = 'fee6f30548'
+V1_DEFAULT_SHOTS = (0, 1, 777, 2500, 4000, 6445, 6744)
+V1_DEFAULT_PIXELS_SHA256 = '7d45fd6e3a4d56ffd68bc9b49323ffabe59f1a10ac37ef5462efd47ec53eb6ab'
+V1_DEFAULT_NAMES_SHA256 = '0878fa55ded36adf9580779ba2b985adc73496678b5350851dcddd2b4388ce54'
+
+
+def test_default_domain_a_is_unchanged_since_v1():
+  spec = synthreid.SynthReIDSpec()
+  assert synthreid.spec_hash(spec) == V1_DEFAULT_HASH
+  shots = synthreid.plan_shots(spec)
+  names = '\n'.join(shot.filename + shot.split for shot in shots)
+  assert hashlib.sha256(names.encode()).hexdigest() == V1_DEFAULT_NAMES_SHA256
+  pixels = hashlib.sha256()
+  for i in V1_DEFAULT_SHOTS:
+    pixels.update(synthreid.render_shot(spec, shots[i]).tobytes())
+  assert pixels.hexdigest() == V1_DEFAULT_PIXELS_SHA256
+  # New fields count in the hash only away from their v1 values.
+  assert synthreid.spec_hash(dataclasses.replace(spec, domain='b')) != V1_DEFAULT_HASH
+  assert synthreid.spec_hash(dataclasses.replace(spec, query_occlusion='mixed')) != V1_DEFAULT_HASH
+
+
+def test_new_spec_fields_are_validated():
+  with pytest.raises(ValueError, match="domain='c'"):
+    synthreid.SynthReIDSpec(domain='c')
+  with pytest.raises(ValueError, match='query_occlusion'):
+    synthreid.SynthReIDSpec(query_occlusion='half')
