@@ -24,7 +24,7 @@ class Baseline(nn.Module):
   Attributes:
     backbone: module `(x [B, H, W, 3] float, train) -> feature map [B, h, w, C]`.
     pooling: module `feature map -> [B, C]`.
-    head: module `(pooled, train) -> dict` (see `EmbeddingHead`).
+    head: module `(pooled, train[, labels]) -> dict` (see `EmbeddingHead`).
     pixel_mean: per-channel mean subtracted from the 0..255 input ((0, 0, 0) with std
       (255, 255, 255) feeds the backbone [0, 1] images).
     pixel_std: per-channel divisor.
@@ -37,12 +37,17 @@ class Baseline(nn.Module):
   pixel_std: Sequence[float] = IMAGENET_STD
 
   @nn.compact
-  def __call__(self, images: jnp.ndarray, train: bool) -> dict[str, jnp.ndarray]:
+  def __call__(self, images: jnp.ndarray, train: bool,
+               labels: jnp.ndarray | None = None) -> dict[str, jnp.ndarray]:
     """Embeds images, uint8 or float in 0..255, NHWC.
+
+    `labels` ([B] identity indices) are passed to the head in training; margin classifier
+    layers (ArcFace, CosFace, CircleSoftmax) need them, the linear one ignores them.
 
     Returns:
       training: {'logits': [B, num_classes], 'features': [B, D'] (the triplet-loss feature,
-      see `neck_feat`), 'embedding': [B, D] (post-neck)}; evaluation: {'embedding': [B, D]}.
+      see `neck_feat`), 'embedding': [B, D] (post-neck)} (+ 'pred_class_logits' for margin
+      classifier layers); evaluation: {'embedding': [B, D]}.
       Always float32, whatever the compute dtype.
     """
     channels = len(self.pixel_mean)
@@ -55,7 +60,9 @@ class Baseline(nn.Module):
     std = jnp.asarray(self.pixel_std, jnp.float32)
     x = (images.astype(jnp.float32) - mean) / std
     feature_map = self.backbone(x, train=train)
-    outputs = self.head(self.pooling(feature_map), train=train)
+    pooled = self.pooling(feature_map)
+    outputs = (self.head(pooled, train=train) if labels is None else
+               self.head(pooled, train=train, labels=labels))
     return {k: v.astype(jnp.float32) for k, v in outputs.items()}
 
 

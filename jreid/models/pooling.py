@@ -1,5 +1,13 @@
 """Global poolings: feature map [B, h, w, C] -> feature vector [B, C], computed in float32.
 
+The aggregation module of FastReID (He et al., "FastReID", Sec. 2.2; `fastreid/layers/pooling.py`):
+  'max'       f_c = max_{x in X_c} x                                  (eq. 1)
+  'avg'       f_c = mean_{x in X_c} x                                 (eq. 2)
+  'gem'       f_c = (mean_{x in X_c} max(x, eps)^p)^(1/p), p fixed or learnable (eq. 3)
+  'attention' f_c = sum_{x in X_c} w x / sum w, w = softmax attention weights (eq. 4)
+  'avgmax'    f_c = avg + max (FastReID's AdaptiveAvgMaxPool2d)
+  'clipavg'   f_c = clamp(avg, 0, 1) (FastReID's ClipGlobalAvgPool2d)
+
 Registered factories take the `model.pooling` config section (a mapping).
 """
 
@@ -7,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from jreid.models import POOLINGS
@@ -52,6 +61,51 @@ class GeneralizedMeanPool(nn.Module):
     return jnp.mean(x**p, axis=(1, 2)) ** (1.0 / p)
 
 
+class AvgMaxPool(nn.Module):
+  """Sum of the spatial mean and the spatial maximum (FastReID's AdaptiveAvgMaxPool2d)."""
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    x = x.astype(jnp.float32)
+    return jnp.mean(x, axis=(1, 2)) + jnp.max(x, axis=(1, 2))
+
+
+class ClipAvgPool(nn.Module):
+  """Spatial mean clamped to [0, 1] (FastReID's ClipGlobalAvgPool2d)."""
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    return jnp.clip(jnp.mean(x.astype(jnp.float32), axis=(1, 2)), 0.0, 1.0)
+
+
+class AttentionPool(nn.Module):
+  """Softmax-attention weighted average over the spatial positions (FastReID paper, eq. 4).
+
+  f_c = sum_hw w_c(h, w) x_c(h, w) with w_c = softmax over the positions of a 1x1 convolution of
+  the feature map (bias-free: a per-channel bias cancels in the softmax). The paper gives the
+  formula but not the layer that scores the positions, and FastReID's code has no attention
+  pooling; this is that formula with the simplest learned scorer.
+
+  Attributes:
+    per_channel: True scores every channel separately (a C -> C 1x1 convolution, one weight map
+      W_c per channel as in eq. 4; C^2 parameters); False shares one map over the channels
+      (a C -> 1 convolution, as in Girdhar & Ramanan's attention pooling; C parameters).
+
+  The scorer starts at zero, so an untrained attention pooling equals average pooling.
+  """
+
+  per_channel: bool = True
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    x = x.astype(jnp.float32)
+    batch, height, width, channels = x.shape
+    scores = nn.Conv(channels if self.per_channel else 1, (1, 1), use_bias=False,
+                     kernel_init=nn.initializers.zeros, dtype=jnp.float32, name='attention')(x)
+    weights = jax.nn.softmax(scores.reshape(batch, height * width, -1), axis=1)
+    return jnp.sum(weights * x.reshape(batch, height * width, channels), axis=1)
+
+
 @POOLINGS.register('avg')
 def avg(cfg: Mapping[str, Any]) -> GlobalAvgPool:
   del cfg  # no options
@@ -67,3 +121,20 @@ def max_(cfg: Mapping[str, Any]) -> GlobalMaxPool:
 @POOLINGS.register('gem')
 def gem(cfg: Mapping[str, Any]) -> GeneralizedMeanPool:
   return GeneralizedMeanPool(p=float(cfg['gem_p']), learnable=bool(cfg['gem_learnable']))
+
+
+@POOLINGS.register('attention')
+def attention(cfg: Mapping[str, Any]) -> AttentionPool:
+  return AttentionPool(per_channel=bool(cfg.get('attention_per_channel', True)))
+
+
+@POOLINGS.register('avgmax')
+def avgmax(cfg: Mapping[str, Any]) -> AvgMaxPool:
+  del cfg  # no options
+  return AvgMaxPool()
+
+
+@POOLINGS.register('clipavg')
+def clipavg(cfg: Mapping[str, Any]) -> ClipAvgPool:
+  del cfg  # no options
+  return ClipAvgPool()
