@@ -4,8 +4,11 @@ Registries (factories take their config section, a mapping such as a ConfigDict)
 
   ARCHITECTURES  `(model_cfg, num_classes) -> nn.Module`    ('baseline')
   BACKBONES      `(backbone_cfg, dtype) -> nn.Module`        ('resnet18', ..., 'resnet152')
-  POOLINGS       `(pooling_cfg) -> nn.Module`                ('avg', 'max', 'gem')
-  HEADS          `(head_cfg, num_classes) -> nn.Module`      ('bnneck', 'linear')
+  POOLINGS       `(pooling_cfg) -> nn.Module`                ('avg', 'max', 'gem', 'attention',
+                                                              'avgmax', 'clipavg')
+  HEADS          `(head_cfg, num_classes) -> nn.Module`      ('bnneck', 'linear', 'reduction')
+
+Classifier layers of the heads (`model.head.cls_layer`) are in `classifiers.CLS_LAYERS`.
 
 Usage::
 
@@ -30,6 +33,11 @@ HEADS = Registry('head')
 # The component modules register themselves in the registries above on import.
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from jreid.models import baseline, heads, pooling, resnet  # noqa: E402,F401
+from jreid.models import resnest, vit  # noqa: E402,F401
+from jreid.models import qaconv  # noqa: E402,F401
+from jreid.models import two_stream  # noqa: E402,F401
+from jreid.models import pplr  # noqa: E402,F401
+from jreid.models import mgn  # noqa: E402,F401
 from jreid.models.baseline import Baseline  # noqa: E402
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -48,17 +56,32 @@ def default_model_config() -> Any:
   cfg.backbone.name = 'resnet50'
   cfg.backbone.width = 64
   cfg.backbone.last_stride = 1
+  cfg.backbone.with_ibn = ''  # '', 'a' or 'b' (IBN-Net); names like resnet50_ibn_a fix it.
+  cfg.backbone.with_se = False  # Squeeze-excitation in every ResNet block.
+  cfg.backbone.with_nl = False  # Non-local blocks (FastReID/AGW placement).
+  cfg.backbone.nl_layers = ()  # Non-local blocks per stage; () = [0, 2, 3, 0] ([0, 2, 9, 0] R101).
+  cfg.backbone.nl_inter_channels = 1  # NonLocal inter channels (1 as FastReID/AGW; 0 = C // 2).
+  cfg.backbone.stem_pool = 'torchvision'  # 'fastreid': ceil-mode stem max-pool (FastReID weights).
+  cfg.backbone.patch_stride = 16  # ViT patch-embedding stride (< 16: overlapping, TransReID 12).
   cfg.pooling = ml_collections.ConfigDict()
   cfg.pooling.name = 'avg'
   cfg.pooling.gem_p = 3.0
   cfg.pooling.gem_learnable = False
+  cfg.pooling.attention_per_channel = True  # 'attention': one weight map per channel, or shared.
   cfg.head = ml_collections.ConfigDict()
   cfg.head.name = 'bnneck'
   cfg.head.neck_feat = 'before'
   cfg.head.embedding_dim = 0
+  cfg.head.cls_layer = 'linear'  # 'linear' | 'arcface' | 'cosface' | 'circle'.
+  cfg.head.cls_scale = 1.0  # s of the margin layers (FastReID MODEL.HEADS.SCALE).
+  cfg.head.cls_margin = 0.0  # m of the margin layers (FastReID MODEL.HEADS.MARGIN).
+  cfg.head.dropout = 0.5  # The 'reduction' head's dropout.
   cfg.pixel_mean = baseline.IMAGENET_MEAN
   cfg.pixel_std = baseline.IMAGENET_STD
   cfg.dtype = 'float32'
+  # PyTorch weights loaded at init (jreid.weights.load_pretrained): a torchvision/timm/IBN-Net
+  # ResNet state dict (backbone) or a FastReID model-zoo checkpoint; '' = random init.
+  cfg.pretrained = ''
   return cfg
 
 
