@@ -17,14 +17,14 @@ import numpy as np
 from data_pipelines import input_pipeline
 from data_pipelines.types import ReIDSplit
 from jreid import parallel
-from jreid.evaluation import RankResult, evaluate_features
+from jreid.evaluation import RankResult, compute_distance, evaluate_features
 
 
-def make_predict_fn(model, mesh: jax.sharding.Mesh):
-  """jit(variables, batch) -> (embedding, index, mask), all replicated on every device."""
+def make_predict_fn(model, mesh: jax.sharding.Mesh, output: str = 'embedding'):
+  """jit(variables, batch) -> (model output `output`, index, mask), replicated on every device."""
 
   def predict(variables, batch):
-    emb = model.apply(variables, batch['image'], train=False)['embedding']
+    emb = model.apply(variables, batch['image'], train=False)[output]
     return emb, batch['index'], batch['mask']
 
   return jax.jit(predict, out_shardings=parallel.replicated_sharding(mesh))
@@ -33,7 +33,8 @@ def make_predict_fn(model, mesh: jax.sharding.Mesh):
 def extract_features(predict, variables: dict[str, Any], split: ReIDSplit,
                      input_cfg: ml_collections.ConfigDict, batch_size: int,
                      mesh: jax.sharding.Mesh) -> np.ndarray:
-  """Embeddings of every image of `split`, float32 [N, D], in split order."""
+  """The predicted output of every image of `split`, float32 [N, ...] (embeddings [N, D]),
+  in split order."""
   parallel.check_batch_size(batch_size, mesh, what='eval.batch_size')
   feats: np.ndarray | None = None
   seen = np.zeros(len(split), bool)
@@ -42,7 +43,7 @@ def extract_features(predict, variables: dict[str, Any], split: ReIDSplit,
                                             process_count=jax.process_count()):
     emb, index, mask = jax.device_get(predict(variables, parallel.shard_batch(batch, mesh)))
     if feats is None:
-      feats = np.zeros((len(split), emb.shape[-1]), np.float32)
+      feats = np.zeros((len(split), *emb.shape[1:]), np.float32)
     feats[index[mask]] = emb[mask]
     seen[index[mask]] = True
   if feats is None or not seen.all():
@@ -59,10 +60,34 @@ def rank_metrics(query_feats: np.ndarray, gallery_feats: np.ndarray, query: ReID
 
 @dataclasses.dataclass
 class EvalOutput:
+  """What an evaluation returns: metrics for the table, and what the report plots.
+
+  Attributes:
+    metrics: flat name -> value (rank1, mAP, ...; methods may add e.g. tlift_mAP).
+    result: the rank metrics with CMC and per-query values.
+    query_features, gallery_features: embeddings [Q, D], [G, D] (feature-based methods), or None.
+    distmat: query x gallery distances [Q, G] when the method computes them directly (QAConv),
+      else None (distances come from the features).
+    metric: 'cosine' | 'euclidean' for the features.
+    extra_rows: further rows of the results table, e.g. {'rerank': metrics} (post-processing).
+    gallery: the gallery the distances refer to, when not the dataset's whole gallery split.
+  """
+
   metrics: dict[str, float]
   result: RankResult
-  query_features: np.ndarray
-  gallery_features: np.ndarray
+  query_features: np.ndarray | None = None
+  gallery_features: np.ndarray | None = None
+  distmat: np.ndarray | None = None
+  metric: str = 'cosine'
+  extra_rows: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+  gallery: ReIDSplit | None = None
+
+  def query_distances(self, i: int) -> np.ndarray:
+    """Distances of query i to every gallery item, float [G]."""
+    if self.distmat is not None:
+      return np.asarray(self.distmat[i])
+    return compute_distance(self.query_features[i:i + 1], self.gallery_features,
+                            self.metric)[0]
 
 
 def evaluate_splits(model, variables: dict[str, Any], query: ReIDSplit, gallery: ReIDSplit,
@@ -72,4 +97,4 @@ def evaluate_splits(model, variables: dict[str, Any], query: ReIDSplit, gallery:
   qf = extract_features(predict, variables, query, config.input, config.eval.batch_size, mesh)
   gf = extract_features(predict, variables, gallery, config.input, config.eval.batch_size, mesh)
   result = rank_metrics(qf, gf, query, gallery, config.eval.metric, config.eval.max_rank)
-  return EvalOutput(result.to_dict(), result, qf, gf)
+  return EvalOutput(result.to_dict(), result, qf, gf, metric=config.eval.metric)

@@ -33,6 +33,11 @@ class Progress:
     self._bar.set_postfix({k: f'{scalars[k]:.3g}' for k in ('loss', 'accuracy', 'lr')
                            if k in scalars}, refresh=False)
 
+  def set_total(self, total: int) -> None:
+    """A method changed the length of the run (e.g. QAConv's adaptive schedule)."""
+    self._bar.total = total
+    self._bar.refresh()
+
   def close(self) -> None:
     self._bar.close()
 
@@ -78,15 +83,9 @@ def plot_cmc(curves: dict[str, np.ndarray], path: pathlib.Path) -> None:
   plt.close(fig)
 
 
-def ranked_gallery(qf: np.ndarray, gf: np.ndarray, q_pid: int, q_cam: int, g_pids: np.ndarray,
-                   g_camids: np.ndarray, metric: str, top_k: int) -> np.ndarray:
+def ranked_gallery(dist: np.ndarray, q_pid: int, q_cam: int, g_pids: np.ndarray,
+                   g_camids: np.ndarray, top_k: int) -> np.ndarray:
   """Gallery indices of one query's top-k under the Market protocol (same id+camera, junk out)."""
-  if metric == 'cosine':
-    q = qf / max(np.linalg.norm(qf), 1e-12)
-    g = gf / np.maximum(np.linalg.norm(gf, axis=1, keepdims=True), 1e-12)
-    dist = 1.0 - g @ q
-  else:
-    dist = np.linalg.norm(gf - qf[None], axis=1)
   order = np.argsort(dist, kind='stable')
   keep = ~((g_pids[order] == q_pid) & (g_camids[order] == q_cam)) & (g_pids[order] != -1)
   return order[keep][:top_k]
@@ -98,9 +97,12 @@ def _decode(data: bytes, size: tuple[int, int]) -> np.ndarray:
   return np.asarray(img)
 
 
-def plot_rank_lists(query, gallery, qf: np.ndarray, gf: np.ndarray, metric: str,
-                    path: pathlib.Path, num_queries: int = 8, top_k: int = 10) -> None:
-  """Grid: each row a query and its top-k gallery matches, green border = same identity."""
+def plot_rank_lists(query, gallery, query_distances, path: pathlib.Path, num_queries: int = 8,
+                    top_k: int = 10) -> None:
+  """Grid: each row a query and its top-k gallery matches, green border = same identity.
+
+  `query_distances(i)` gives query i's distances to every gallery item, float [G].
+  """
   plt = _plt()
   rng = np.random.default_rng(0)
   rows = np.sort(rng.choice(len(query), size=min(num_queries, len(query)), replace=False))
@@ -108,8 +110,8 @@ def plot_rank_lists(query, gallery, qf: np.ndarray, gf: np.ndarray, metric: str,
   fig, axes = plt.subplots(len(rows), top_k + 1, figsize=(1.0 * (top_k + 1), 2.0 * len(rows)),
                            squeeze=False)
   for r, qi in enumerate(rows):
-    ranked = ranked_gallery(qf[qi], gf, query.pids[qi], query.camids[qi], gallery.pids,
-                            gallery.camids, metric, top_k)
+    ranked = ranked_gallery(query_distances(qi), query.pids[qi], query.camids[qi], gallery.pids,
+                            gallery.camids, top_k)
     axes[r, 0].imshow(_decode(query.images[qi], size))
     axes[r, 0].set_title(f'query {query.pids[qi]}', fontsize=7)
     for c in range(top_k):
@@ -144,28 +146,24 @@ def write_report(workdir: pathlib.Path, config, setup, output, baselines: dict[s
   """Writes report.md and report.html with the results table and plots."""
   workdir = pathlib.Path(workdir)
   sections: list[tuple[str, str, str | None]] = []  # (title, markdown body, image file)
-  rows = {'trained': output.metrics, **{k: v for k, v in baselines.items()}}
+  rows = {'trained': output.metrics, **{f'trained + {k}': v for k, v in output.extra_rows.items()},
+          **{k: v for k, v in baselines.items()}}
   table = format_results_table(rows)
   sections.append(('Results', table, None))
   data_lines = '\n'.join(f'| {name} | {s.summary()["ids"]} | {s.summary()["images"]} | '
                          f'{s.summary()["cameras"]} |' for name, s in setup.splits.items())
   sections.append(('Data', f'Dataset `{config.dataset.name}`.\n\n| split | ids | images | cameras |\n'
                    f'|---|---|---|---|\n{data_lines}', None))
-  sections.append(('Model', f'Backbone `{config.model.backbone.name}` (width '
-                   f'{config.model.backbone.width}, last stride {config.model.backbone.last_stride}),'
-                   f' pooling `{config.model.pooling.name}`, head `{config.model.head.name}`, '
-                   f'losses {", ".join(config.loss.names)}; {setup.total_steps} steps '
-                   f'({config.train.epochs} epochs x {setup.steps_per_epoch}), batch '
-                   f'{config.batch_size}, input {config.input.height}x{config.input.width}.', None))
+  sections.append(('Model', setup.describe(), None))
   curves = metric_writers.read_jsonl(workdir / 'metrics.jsonl')
   train_rows = [r for r in curves if 'loss' in r]
   if plot_training_curves(train_rows, workdir / 'training_curves.png'):
     sections.append(('Training curves', '', 'training_curves.png'))
   plot_cmc({'trained': output.result.cmc}, workdir / 'cmc.png')
   sections.append(('CMC', '', 'cmc.png'))
-  plot_rank_lists(setup.splits['query'], setup.splits['gallery'], output.query_features,
-                  output.gallery_features, config.eval.metric, workdir / 'rank_lists.png',
-                  num_queries=config.eval.rank_list_queries)
+  gallery = output.gallery if output.gallery is not None else setup.splits['gallery']
+  plot_rank_lists(setup.splits['query'], gallery, output.query_distances,
+                  workdir / 'rank_lists.png', num_queries=config.eval.rank_list_queries)
   sections.append(('Rank lists', 'Each row: a query, then its top-10 gallery matches (green: same '
                    'identity, red: different; same-camera matches and junk removed as in the '
                    'protocol).', 'rank_lists.png'))

@@ -1,13 +1,19 @@
-"""The generic supervised re-ID train loop: `train_and_evaluate(config, workdir)`.
+"""The train loop of every method: `train_and_evaluate(config, workdir)`.
 
-Nothing here is model specific: the backbone, pooling, head and loss terms come from the config
-through registries. One pure train step `(state, batch) -> (state, metrics)` is compiled once with
-`jax.jit`, data parallel over a mesh of every device (state replicated, batch split along 'data').
-The run resumes from the latest checkpoint in the workdir at the exact step, data order included.
+A run is described by a *setup* chosen by `config.method` (see `METHODS`): the supervised
+`Setup` below (backbone, pooling, head and loss terms from the config through registries), or a
+method with its own recipe (QAConv-GS in `jreid.methods.qaconv`, ...). A setup owns the data, the
+model, the jitted pure train step `(state, batch) -> (state, metrics)` and the evaluation; the loop
+here owns what every run shares: resuming from the latest checkpoint at the exact step, epochs with
+per-epoch hooks (a sampler rebuilt from the current model, an adaptive schedule), logging and
+progress, periodic and SIGTERM checkpoints, NaN detection, the baselines and the report.
+
+Steps are data parallel over a mesh of every device (state replicated, batch split along 'data').
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import pathlib
 import signal
@@ -33,16 +39,46 @@ from jreid import objectives
 from jreid import optim
 from jreid import parallel
 from jreid import report
+from jreid.registry import Registry
 from jreid.evaluation import format_results_table
 from jreid.evaluation import histogram
 
 
 @flax.struct.dataclass
 class TrainState:
+  """Everything a checkpoint holds. `extra` is method state (e.g. an adaptive schedule)."""
   step: jax.Array
   params: Any
   batch_stats: Any
   opt_state: Any
+  extra: Any = flax.struct.field(default_factory=dict)
+
+
+def _lazy_setup(path: str):
+  """A setup factory importing 'module:Class' on use (method modules import this one)."""
+
+  def build(config: ml_collections.ConfigDict, workdir: pathlib.Path):
+    module, attr = path.split(':')
+    return getattr(importlib.import_module(module), attr)(config, workdir)
+
+  return build
+
+
+# config.method -> the setup of a run.
+METHODS = Registry('method')
+METHODS.register('supervised')(_lazy_setup('jreid.train:Setup'))
+METHODS.register('qaconv')(_lazy_setup('jreid.methods.qaconv:QAConvSetup'))
+METHODS.register('pplr')(_lazy_setup('jreid.methods.pplr:PPLRSetup'))
+METHODS.register('cross_modality')(_lazy_setup('jreid.methods.cross_modality:CrossModalitySetup'))
+
+
+def build_setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> 'Setup':
+  """The setup of the method named by config.method, built for this run."""
+  try:
+    build = METHODS.get(config.method)
+  except ValueError as e:
+    raise ValueError(f'config.method: {e}') from None
+  return build(config, workdir)
 
 
 def prepare_workdir(workdir: str | pathlib.Path, config: ml_collections.ConfigDict) -> pathlib.Path:
@@ -122,7 +158,19 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
 
 
 class Setup:
-  """Everything a run derives from its config: data, model, optimiser, state, checkpoints."""
+  """The supervised setup (config.method='supervised'): a P x K sampler, a Baseline-style model
+  built from the config's registries, and the weighted loss terms of `config.loss`.
+
+  It is also the base class of method setups, which override the hooks the loop calls:
+
+    num_epochs(state)                  epochs of the run (may depend on method state)
+    begin_epoch(state, epoch)          before an epoch's first step (or its resumed step)
+    train_batches(state, start, stop)  host batches of global steps start..stop-1
+    train_step(state, batch)           the jitted pure step -> (state, metrics)
+    end_epoch(state, epoch)            after an epoch's last step
+    evaluate(state)                    -> inference.EvalOutput on the query/gallery splits
+    describe()                         one paragraph on the model and recipe for the report
+  """
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: pathlib.Path):
     self.config = config
@@ -132,26 +180,80 @@ class Setup:
     self.splits = datasets.load_dataset(config.dataset)
     self.train_split = self.splits['train']
     self.num_classes = int(self.train_split.labels.max()) + 1
+    self.sampler = self.build_sampler()
+    self.steps_per_epoch = self.sampler.batches_per_epoch
+    self.model = self.build_model()
+    self.schedule = optim.learning_rate_schedule(config.optim, self.steps_per_epoch,
+                                                 config.train.epochs * self.steps_per_epoch)
+    self.tx = optim.build_optimizer(config.optim, self.schedule, self.abstract_params())
+    self.state = self.create_state()
+    self.checkpointer = checkpoint.Checkpointer(
+        workdir / 'checkpoints', self.fingerprint(), keep=config.train.keep_checkpoints)
+    self._train_step = None
+
+  # Construction (overridden by methods).
+
+  def build_sampler(self):
+    config = self.config
     k = config.sampler.num_instances
     if config.batch_size % k:
       raise ValueError(f'batch_size {config.batch_size} is not divisible by '
                        f'sampler.num_instances (K) {k}; the P x K sampler needs batch_size = P * K.')
-    self.sampler = samplers.PKSampler(
+    return samplers.PKSampler(
         self.train_split.labels, num_ids=config.batch_size // k, num_instances=k,
         seed=config.seed, batches_per_epoch=config.train.steps_per_epoch or None)
-    self.steps_per_epoch = self.sampler.batches_per_epoch
-    self.total_steps = config.train.epochs * self.steps_per_epoch
-    self.model = models.build_model(config.model, self.num_classes)
-    self.schedule = optim.learning_rate_schedule(config.optim, self.steps_per_epoch,
-                                                 self.total_steps)
-    abstract_params = jax.eval_shape(
-        lambda: self.model.init(jax.random.key(0), jnp.zeros(
-            (1, config.input.height, config.input.width, 3), jnp.uint8), train=False))['params']
-    self.tx = optim.build_optimizer(config.optim, self.schedule, abstract_params)
-    self.state = create_train_state(self.model, self.tx, config, self.mesh)
-    self.checkpointer = checkpoint.Checkpointer(
-        workdir / 'checkpoints', model_fingerprint(config, self.num_classes),
-        keep=config.train.keep_checkpoints)
+
+  def build_model(self):
+    return models.build_model(self.config.model, self.num_classes)
+
+  def _dummy_images(self) -> jax.Array:
+    return jnp.zeros((1, self.config.input.height, self.config.input.width, 3), jnp.uint8)
+
+  def abstract_params(self):
+    return jax.eval_shape(lambda: self.model.init(jax.random.key(0), self._dummy_images(),
+                                                  train=False))['params']
+
+  def create_state(self) -> TrainState:
+    return create_train_state(self.model, self.tx, self.config, self.mesh)
+
+  def fingerprint(self) -> dict[str, Any]:
+    return model_fingerprint(self.config, self.num_classes)
+
+  # Hooks of the loop.
+
+  @property
+  def total_steps(self) -> int:
+    """Steps of the run as configured (a method may end earlier; see num_epochs)."""
+    return self.config.train.epochs * self.steps_per_epoch
+
+  def num_epochs(self, state: TrainState) -> int:
+    del state
+    return self.config.train.epochs
+
+  def begin_epoch(self, state: TrainState, epoch: int) -> TrainState:
+    del epoch
+    return state
+
+  def end_epoch(self, state: TrainState, epoch: int) -> TrainState:
+    del epoch
+    return state
+
+  def train_batches(self, state: TrainState, start_step: int, stop_step: int):
+    del state
+    config = self.config
+    return input_pipeline.train_iterator(
+        self.train_split, self.sampler, config.input, config.augment, seed=config.seed,
+        start_step=start_step, num_steps=stop_step, process_index=jax.process_index(),
+        process_count=jax.process_count(), num_parallel_calls=config.data.num_parallel_calls,
+        prefetch=config.data.prefetch)
+
+  def make_train_step(self):
+    return make_train_step(self.model, self.tx, self.schedule, self.config, self.mesh)
+
+  def train_step(self, state: TrainState, batch: dict[str, np.ndarray]):
+    if self._train_step is None:
+      self._train_step = self.make_train_step()
+    return self._train_step(state, parallel.shard_batch(batch, self.mesh))
 
   def variables(self, state: TrainState) -> dict[str, Any]:
     return {'params': state.params, 'batch_stats': state.batch_stats}
@@ -160,6 +262,14 @@ class Setup:
     return inference.evaluate_splits(
         self.model, self.variables(state), self.splits['query'], self.splits['gallery'],
         self.config, self.mesh)
+
+  def describe(self) -> str:
+    config = self.config
+    return (f'Backbone `{config.model.backbone.name}` (width {config.model.backbone.width}, last '
+            f'stride {config.model.backbone.last_stride}), pooling `{config.model.pooling.name}`, '
+            f'head `{config.model.head.name}`, losses {", ".join(config.loss.names)}; '
+            f'{self.total_steps} steps ({config.train.epochs} epochs x {self.steps_per_epoch}), '
+            f'batch {config.batch_size}, input {config.input.height}x{config.input.width}.')
 
 
 def _read_json(path: pathlib.Path) -> dict[str, Any] | None:
@@ -196,7 +306,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """Trains (resuming from the workdir's latest checkpoint), evaluates and writes the report."""
   workdir = prepare_workdir(workdir, config)
   t_start = time.time()
-  setup = Setup(config, workdir)
+  setup = build_setup(config, workdir)
   _log(f'jreid: {jax.device_count()} {jax.devices()[0].platform} device(s), '
        f'{jax.process_count()} process(es); dataset {config.dataset.name}: '
        + ', '.join(f'{k} {v.summary()}' for k, v in setup.splits.items()))
@@ -206,10 +316,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if setup.checkpointer.latest_step() is not None:
     state = setup.checkpointer.restore(state)
     start_step = int(state.step)
-    _log(f'resuming from checkpoint at step {start_step}/{setup.total_steps}')
-  if start_step >= setup.total_steps and final_path.exists():
+    _log(f'resuming from checkpoint at step {start_step}/{_total_steps(setup, state)}')
+  if start_step >= _total_steps(setup, state) and final_path.exists():
     results = _read_json(final_path)
-    _log(f'run in {workdir} is already finished ({setup.total_steps} steps):')
+    _log(f'run in {workdir} is already finished ({_total_steps(setup, state)} steps):')
     _log(format_results_table(_table_rows(results, _read_json(workdir / 'baselines.json'))))
     return results
 
@@ -226,10 +336,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   _log('evaluating...')
   output = setup.evaluate(state)
   results = dict(output.metrics)
+  for row, metrics in output.extra_rows.items():  # e.g. 'rerank/mAP'
+    results.update({f'{row}/{k}': v for k, v in metrics.items()})
   for name, metrics in baselines.items():
     results[f'{name}_mAP'] = metrics['mAP']
     results[f'{name}_rank1'] = metrics['rank1']
-  results['steps'] = setup.total_steps
+  results['steps'] = int(state.step)
   results['wall_time_s'] = time.time() - t_start  # This invocation only (not earlier, resumed ones).
   _write_json(final_path, results)
   _log(format_results_table(_table_rows(results, baselines)))
@@ -241,6 +353,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 def _table_rows(results: dict[str, Any], baselines: dict[str, Any] | None = None):
   rows = {'trained': results}
+  for key, value in results.items():  # Post-processed rows stored as 'row/metric'.
+    if '/' in key:
+      row, metric = key.split('/', 1)
+      rows.setdefault(f'trained + {row}', {})[metric] = value
   baselines = baselines or {}
   for name in ('untrained', 'histogram'):
     if name in baselines:
@@ -248,18 +364,17 @@ def _table_rows(results: dict[str, Any], baselines: dict[str, Any] | None = None
   return rows
 
 
+def _total_steps(setup: Setup, state: TrainState) -> int:
+  return setup.num_epochs(state) * setup.steps_per_epoch
+
+
 def train(setup: Setup, state: TrainState, start_step: int) -> TrainState:
-  """Runs the train steps from `start_step` to the end, logging and checkpointing."""
+  """Runs the epochs from the one holding `start_step` to the end, logging and checkpointing."""
   config = setup.config
-  total = setup.total_steps
+  n = setup.steps_per_epoch
+  total = _total_steps(setup, state)
   if start_step >= total:
     return state
-  train_step = make_train_step(setup.model, setup.tx, setup.schedule, config, setup.mesh)
-  batches = input_pipeline.train_iterator(
-      setup.train_split, setup.sampler, config.input, config.augment, seed=config.seed,
-      start_step=start_step, num_steps=total, process_index=jax.process_index(),
-      process_count=jax.process_count(), num_parallel_calls=config.data.num_parallel_calls,
-      prefetch=config.data.prefetch)
   writer = metric_writers.MetricWriter(setup.workdir, start_step=start_step)
   progress = report.Progress(total=total, initial=start_step)
   pending = None  # Metrics summed on device since the last log.
@@ -275,31 +390,39 @@ def train(setup: Setup, state: TrainState, start_step: int) -> TrainState:
     nonfinite = jnp.zeros([], bool)
 
   with _SigtermFlag() as sigterm:
-    for batch in batches:
-      state, metrics = train_step(state, parallel.shard_batch(batch, setup.mesh))
-      step += 1
-      nonfinite = nonfinite | ~jnp.isfinite(metrics['loss'])
-      pending = metrics if pending is None else jax.tree.map(jnp.add, pending, metrics)
-      count += 1
-      if step % config.train.log_every_steps == 0 or step == total:
-        scalars = {k: float(v) / count for k, v in jax.device_get(pending).items()}
-        if not np.isfinite(scalars['loss']):
-          raise _diverged(setup, step)
-        scalars['epoch'] = step / setup.steps_per_epoch
-        writer.write_scalars(step, scalars)
-        progress.update(step, scalars)
-        pending, count = None, 0
-      if sigterm.received:
-        progress.close()
-        save_checkpoint()
-        setup.checkpointer.wait()
-        writer.close()
-        raise Preempted(f'SIGTERM received: checkpoint written at step {step}/{total} in '
-                        f'{setup.checkpointer.directory}; run the same command to resume.')
-      if step % config.train.checkpoint_every_steps == 0 and step < total:
-        save_checkpoint()
-      if config.train.eval_every_epochs and step < total and (
-          step % (config.train.eval_every_epochs * setup.steps_per_epoch) == 0):
+    epoch = step // n
+    while epoch < setup.num_epochs(state):
+      state = setup.begin_epoch(state, epoch)
+      for batch in setup.train_batches(state, step, (epoch + 1) * n):
+        state, metrics = setup.train_step(state, batch)
+        step += 1
+        nonfinite = nonfinite | ~jnp.isfinite(metrics['loss'])
+        pending = metrics if pending is None else jax.tree.map(jnp.add, pending, metrics)
+        count += 1
+        if step % config.train.log_every_steps == 0 or step % n == 0:
+          scalars = {k: float(v) / count for k, v in jax.device_get(pending).items()}
+          if not np.isfinite(scalars['loss']):
+            raise _diverged(setup, step)
+          scalars['epoch'] = step / n
+          writer.write_scalars(step, scalars)
+          progress.update(step, scalars)
+          pending, count = None, 0
+        if sigterm.received:
+          progress.close()
+          save_checkpoint()
+          setup.checkpointer.wait()
+          writer.close()
+          raise Preempted(f'SIGTERM received: checkpoint written at step {step}/{total} in '
+                          f'{setup.checkpointer.directory}; run the same command to resume.')
+        if step % config.train.checkpoint_every_steps == 0 and step < total:
+          save_checkpoint()
+      state = setup.end_epoch(state, epoch)
+      epoch += 1
+      if _total_steps(setup, state) != total:  # The method changed the length of the run.
+        total = _total_steps(setup, state)
+        progress.set_total(total)
+      if config.train.eval_every_epochs and epoch < setup.num_epochs(state) and (
+          epoch % config.train.eval_every_epochs == 0):
         metrics = setup.evaluate(state).metrics
         writer.write_scalars(step, {f'test/{k}': v for k, v in metrics.items()})
   progress.close()
@@ -353,7 +476,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                         checkpoint_path: str | None = None) -> dict[str, float]:
   """--mode=eval: test the latest checkpoint of the workdir, or the given checkpoint directory."""
   workdir = prepare_workdir(workdir, config)
-  setup = Setup(config, workdir)
+  setup = build_setup(config, workdir)
   if checkpoint_path:
     state = checkpoint.restore_from_path(checkpoint_path, setup.state,
                                          model_fingerprint(config, setup.num_classes))
@@ -364,9 +487,11 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     state = setup.checkpointer.restore(setup.state)
   output = setup.evaluate(state)
   results = {**output.metrics, 'step': int(state.step)}
+  for row, metrics in output.extra_rows.items():
+    results.update({f'{row}/{k}': v for k, v in metrics.items()})
   _write_json(workdir / 'eval_metrics.json', results)
   _log(f'checkpoint at step {int(state.step)}:')
-  _log(format_results_table({'trained': results}))
+  _log(format_results_table(_table_rows(results)))
   if jax.process_index() == 0:
     report.write_report(workdir, config, setup, output, {})
   setup.checkpointer.close()

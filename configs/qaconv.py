@@ -1,0 +1,111 @@
+r"""QAConv-GS (QAConv 2.1): query-adaptive convolution, graph sampling and TLift.
+
+Liao & Shao, "Interpretable and Generalizable Person Re-Identification with Query-Adaptive
+Convolution and Temporal Lifting" (ECCV 2020) and "Graph Sampling Based Deep Metric Learning for
+Generalizable Person Re-Identification" (CVPR 2022).
+
+Default: the embedded synthetic dataset SynthReID on a 2-core CPU in under 10 minutes. To fit,
+it uses ResNet-18 at width 32 (layer3 has 128 channels) instead of ResNet-50-IBN-b, 96x48 input
+(6x3 = 18 matching locations) instead of 384x128 (24x8), batch 32 (16 classes x 2) instead of
+64, and at most 6 epochs; the rest is the paper recipe (triplet margin 16 on matcher logits,
+graph sampling, SGD Nesterov with the backbone at 0.1x, clipping at 8, the adaptive schedule,
+TLift on the SynthReID clock):
+
+  python -m jreid.main --config=configs/qaconv.py --workdir=/tmp/qaconv
+
+The paper recipe (ResNet-50-IBN-b to layer3, neck 128, 384x128, batch 64 = 32 classes x 2, lr
+0.005, up to 60 epochs with the adaptive schedule), trained on one dataset and tested on itself
+and the cross-dataset test sets of `config.eval.testsets`:
+
+  python -m jreid.main --config=configs/qaconv.py:market1501 --workdir=runs/qaconv_market \
+      --config.dataset.root=/path/to/Market-1501-v15.09.15
+  python -m jreid.main --config=configs/qaconv.py:msmt17 --workdir=runs/qaconv_msmt \
+      --config.dataset.root=/path/to/MSMT17_V1
+  python -m jreid.main --config=configs/qaconv.py:msmt17_all --workdir=runs/qaconv_msmt_all \
+      --config.dataset.root=/path/to/MSMT17_V1       # train on train+query+gallery
+  python -m jreid.main --config=configs/qaconv.py:randperson --workdir=runs/qaconv_rp \
+      --config.dataset.root=/path/to/randperson_subset
+
+ImageNet weights for the backbone (a torchvision/IBN-Net state dict) are given with
+`--config.model.pretrained=/path/to/resnet50_ibn_b.pth`.
+
+Test a checkpoint (the latest of a workdir, or a given one):
+
+  python -m jreid.main --config=configs/qaconv.py --workdir=/tmp/qaconv --mode=eval
+"""
+
+import ml_collections
+
+from jreid.config_defaults import base_config
+from jreid.methods.qaconv import qaconv_config
+from jreid.models.qaconv import qaconv_model_config
+
+VARIANTS = ('synthreid', 'market1501', 'msmt17', 'msmt17_all', 'randperson')
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variant = arg or 'synthreid'
+  if variant not in VARIANTS:
+    raise ValueError(f'unknown variant {variant!r} of configs/qaconv.py: use one of '
+                     f'{", ".join(":" + v for v in VARIANTS[1:])} or no variant (the embedded '
+                     'synthetic run).')
+  config = base_config()
+  config.method = 'qaconv'
+  config.qaconv = qaconv_config()
+  config.model = qaconv_model_config()
+
+  # The paper recipe (QAConv 2.1 README / main_gs.py).
+  config.model.backbone.name = 'resnet50_ibn_b'
+  config.model.qaconv.neck = 128
+  config.model.qaconv.neck_bn = False  # A 3x3 neck convolution with bias (issue/paper form).
+  config.input.height, config.input.width = 384, 128
+  config.batch_size = 64
+  config.sampler.name = 'graph'
+  config.sampler.num_instances = 2
+  config.optim.name = 'sgd'
+  config.optim.lr = 0.005
+  config.optim.momentum = 0.9
+  config.optim.nesterov = True
+  config.optim.weight_decay = 5e-4
+  config.optim.weight_decay_norm = 5e-4
+  config.optim.weight_decay_bias = 5e-4
+  config.optim.lr_factors = (('^net/backbone/', 0.1),)
+  config.optim.clip_grad_norm = 8.0
+  config.optim.schedule = 'constant'  # The adaptive decay is config.qaconv.decay_*.
+  config.optim.milestones = ()
+  config.optim.warmup_epochs = 0.0
+  config.optim.freeze_iters = 0
+  config.train.epochs = 60  # The adaptive schedule usually ends the run earlier.
+  config.train.checkpoint_every_steps = 1000
+  config.augment.flip_prob = 0.5
+  config.augment.pad = 10
+  config.augment.random_erasing_prob = 0.0
+  config.augment.color_jitter_prob = 1.0
+  config.eval.batch_size = 64
+  config.eval.histogram_baseline = True
+  config.qaconv.time_model = 'market1501'
+
+  if variant == 'synthreid':
+    config.dataset.name = 'synthreid'
+    config.model.backbone.name = 'resnet18'
+    config.model.backbone.width = 32
+    config.input.height, config.input.width = 96, 48
+    config.augment.pad = 4
+    config.batch_size = 32
+    config.train.epochs = 6
+    config.train.log_every_steps = 20
+    config.eval.batch_size = 128
+    config.qaconv.time_model = 'frame'
+    # SynthReID's walking model: people seen together cross cameras within tens of seconds.
+    config.qaconv.tau = 30.0
+    config.qaconv.sigma = 30.0
+  elif variant == 'market1501':
+    config.dataset.name = 'market1501'
+  elif variant in ('msmt17', 'msmt17_all'):
+    config.dataset.name = 'msmt17'
+    config.dataset.combine_all = variant == 'msmt17_all'
+    config.qaconv.tlift = False  # MSMT17 has no usable global clock across cameras.
+  elif variant == 'randperson':
+    config.dataset.name = 'randperson'
+    config.qaconv.tlift = False
+  return config

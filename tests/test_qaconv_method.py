@@ -1,0 +1,103 @@
+"""QAConv-GS through the shared train loop: end to end, resume, the adaptive schedule."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from configs import qaconv as qaconv_config
+from jreid import parallel
+from jreid import train
+from jreid.methods import qaconv as qaconv_method
+
+
+def tiny_config(tmp_path, epochs=2):
+  config = qaconv_config.get_config()
+  config.dataset.cache_dir = str(tmp_path / 'cache')
+  config.dataset.synth.num_train_ids = 12
+  config.dataset.synth.num_test_ids = 10
+  config.dataset.synth.num_distractors = 8
+  config.dataset.synth.num_junk = 4
+  config.model.backbone.width = 8
+  config.input.height, config.input.width = 64, 32  # 4 x 2 matching locations.
+  config.augment.pad = 2
+  config.batch_size = 8  # 4 classes x 2 images.
+  config.train.epochs = epochs
+  config.train.log_every_steps = 5
+  config.train.checkpoint_every_steps = 7
+  config.eval.batch_size = 16
+  config.eval.rank_list_queries = 2
+  return config
+
+
+def _restore(config, workdir):
+  setup = train.build_setup(config, workdir)
+  state = setup.checkpointer.restore(setup.state)
+  setup.checkpointer.close()
+  return jax.device_get(state)
+
+
+def test_qaconv_end_to_end_resume_equals_straight_run(tmp_path):
+  run = tmp_path / 'run'
+  results = train.train_and_evaluate(tiny_config(tmp_path, epochs=1), str(run))
+  for row in ('', 'rerank/', 'rerank + TLift/'):
+    assert 0.0 <= results[f'{row}mAP'] <= 1.0, row
+  assert results['steps'] == 12  # One batch per training class.
+  text = (run / 'report.md').read_text()
+  assert 'trained + rerank + TLift' in text and 'QAConv-GS' in text
+
+  # Extending to 2 epochs resumes at the epoch boundary; the graph of epoch 2 is built from the
+  # restored model and the sampler's restored pointers, exactly as in one uninterrupted run.
+  config2 = tiny_config(tmp_path, epochs=2)
+  train.train_and_evaluate(config2, str(run))
+  straight = tmp_path / 'straight'
+  train.train_and_evaluate(config2, str(straight))
+  a, b = _restore(config2, run), _restore(config2, straight)
+  assert int(a.step) == int(b.step) == 24
+  assert int(a.extra['gs_epoch']) == 1
+  np.testing.assert_array_equal(a.extra['gs_batches'], b.extra['gs_batches'])
+  np.testing.assert_array_equal(a.extra['gs_positions'], b.extra['gs_positions'])
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6),
+               a.params, b.params)
+  # The backbone's BatchNorm statistics never move (the reference trains in eval mode).
+  c = _restore(config2, run)
+  fresh = train.build_setup(config2, tmp_path / 'fresh').state
+  jax.tree.map(np.testing.assert_array_equal, c.batch_stats['net'],
+               jax.device_get(fresh.batch_stats['net']))
+
+
+class _FakeSetup(qaconv_method.QAConvSetup):
+  """Only what end_epoch needs: the config and the mesh."""
+
+  def __init__(self, config):  # pylint: disable=super-init-not-called
+    self.config = config
+    self.mesh = parallel.create_mesh()
+
+
+def _state(loss_sum, count, base_loss=np.nan, lr_scale=1.0, end_epoch=0):
+  extra = {'loss_sum': jnp.float32(loss_sum), 'loss_count': jnp.int32(count),
+           'base_loss': jnp.float32(base_loss), 'lr_scale': jnp.float32(lr_scale),
+           'end_epoch': jnp.int32(end_epoch)}
+  return train.TrainState(step=jnp.int32(0), params={}, batch_stats={}, opt_state={}, extra=extra)
+
+
+def test_adaptive_schedule(tmp_path):
+  config = tiny_config(tmp_path, epochs=60)
+  setup = _FakeSetup(config)
+  # Epoch 1 (index 0): nothing is decided.
+  s = setup.end_epoch(_state(40.0, 4), 0)
+  assert np.isnan(float(s.extra['base_loss'])) and setup.num_epochs(s) == 60
+  # Epoch 2 sets the base loss (mean 8.0).
+  s = setup.end_epoch(_state(32.0, 4), 1)
+  assert float(s.extra['base_loss']) == 8.0 and float(s.extra['lr_scale']) == 1.0
+  # Epoch 5: 5.7 >= 0.7 x 8 = 5.6: no decay yet.
+  s = setup.end_epoch(_state(5.7, 1, base_loss=8.0), 4)
+  assert float(s.extra['lr_scale']) == 1.0 and setup.num_epochs(s) == 60
+  # Epoch 9: 5.5 < 5.6: lr x0.1, the run ends after epoch 9 + 9 // 2 = 13.
+  s = setup.end_epoch(_state(5.5, 1, base_loss=8.0), 8)
+  assert np.isclose(float(s.extra['lr_scale']), 0.1) and setup.num_epochs(s) == 13
+  # Decided once: a later, lower loss changes nothing.
+  s = setup.end_epoch(_state(1.0, 1, base_loss=8.0, lr_scale=0.1, end_epoch=13), 10)
+  assert setup.num_epochs(s) == 13
+  # Never beyond config.train.epochs (min(60, e + e // 2)).
+  s = setup.end_epoch(_state(5.0, 1, base_loss=8.0), 44)
+  assert setup.num_epochs(s) == 60
