@@ -1,22 +1,51 @@
 """Orbax checkpoints of the train state in `<workdir>/checkpoints`.
 
 Each checkpoint holds the train state and a JSON `meta` item with the model fingerprint (the
-model config and number of classes). Orbax writes a checkpoint into a temporary directory and
-renames it when complete, so a run killed during a save resumes from the last complete one.
+model config and number of classes). Orbax writes a checkpoint into a temporary directory
+(`<step>.orbax-checkpoint-tmp-*`) and renames it to `<step>` when complete, so a run killed during
+a save (SIGKILL, a full disk) resumes from the last complete one; the leftover temporary directory
+is never read and is deleted when the next run opens the checkpoints.
+
+`load_torch_state_dict` reads PyTorch weights safely (`torch.load(weights_only=True)`,
+safetensors or a pickle-free `.npz`) for the weight converters.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import pathlib
+import shutil
+from collections.abc import Mapping
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
 class CheckpointMismatchError(ValueError):
   """A checkpoint was written by a run with another architecture or dataset."""
+
+
+class CheckpointWriteError(OSError):
+  """A checkpoint could not be written (full disk, quota, I/O error); earlier ones are intact."""
+
+
+class WeightFileError(ValueError):
+  """A weight file is not a state dict of tensors (or cannot be read safely)."""
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+  """The OSError in the cause/context chain of `exc`, if any."""
+  seen = set()
+  while exc is not None and id(exc) not in seen:
+    if isinstance(exc, OSError):
+      return exc
+    seen.add(id(exc))
+    exc = exc.__cause__ or exc.__context__
+  return None
 
 
 def _abstract(tree: Any) -> Any:
@@ -29,16 +58,29 @@ class Checkpointer:
   def __init__(self, directory: str | pathlib.Path, fingerprint: dict[str, Any], keep: int = 2):
     self.directory = pathlib.Path(directory).absolute()
     self.fingerprint = json.loads(json.dumps(fingerprint))  # Normalised as JSON round-trips it.
+    if jax.process_index() == 0:
+      remove_incomplete(self.directory)
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=('state', 'meta'))
+    self._saving: int | None = None  # The step of the save that may still be in flight.
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
   def save(self, step: int, state: Any) -> None:
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(self.fingerprint)), force=True)
+    """Starts an asynchronous save of `state` as `step`.
+
+    Raises:
+      CheckpointWriteError: this save, or the previous one still in flight, failed to write.
+    """
+    try:
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(self.fingerprint)),
+                         force=True)
+      self._saving = step
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._write_error(e, self._saving if self._saving is not None else step) from e
 
   def restore(self, target: Any, step: int | None = None) -> Any:
     """Restores the state at `step` (default: latest) onto the shardings of `target`."""
@@ -53,10 +95,51 @@ class Checkpointer:
     return restored['state']
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    """Blocks until the last save is on disk; CheckpointWriteError if it failed."""
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._write_error(e, self._saving) from e
+    self._saving = None
+
+  def _write_error(self, exc: Exception, step: int | None) -> Exception:
+    """A CheckpointWriteError for a failed write, else `exc` itself (not an I/O problem)."""
+    os_error = _os_error(exc)
+    if os_error is None:
+      return exc
+    reason = os_error.strerror or os.strerror(os_error.errno or 0) or str(os_error)
+    try:
+      kept = self._manager.latest_step()
+    except Exception:  # pylint: disable=broad-except
+      kept = None
+    kept = (f'the last complete checkpoint (step {kept}) is intact' if kept is not None
+            else 'no earlier checkpoint exists')
+    fix = ('free disk space' if os_error.errno in (errno.ENOSPC, errno.EDQUOT)
+           else 'check the file system')
+    return CheckpointWriteError(
+        os_error.errno, f'cannot write the checkpoint of step {step} in {self.directory}: '
+        f'{reason}; {kept}. {fix.capitalize()} and run the same command to resume from it.')
 
   def close(self) -> None:
-    self._manager.close()
+    """Waits for the last save (CheckpointWriteError if it failed) and releases the manager."""
+    try:
+      self.wait()
+    finally:
+      self._manager.close()
+
+
+def remove_incomplete(directory: pathlib.Path) -> list[pathlib.Path]:
+  """Deletes the temporary directories of saves that never completed; returns them.
+
+  Orbax writes step N into `N.orbax-checkpoint-tmp*` and renames it to `N` once complete, so
+  such a directory is what a killed or failed save left behind: never a checkpoint to restore.
+  """
+  removed = []
+  if directory.is_dir():
+    for path in directory.glob('*.orbax-checkpoint-tmp*'):
+      shutil.rmtree(path, ignore_errors=True)
+      removed.append(path)
+  return removed
 
 
 def check_fingerprint(found: dict[str, Any], expected: dict[str, Any], path: pathlib.Path) -> None:
@@ -82,3 +165,77 @@ def restore_from_path(path: str | pathlib.Path, target: Any, fingerprint: dict[s
   restored = checkpointer.restore(path, ocp.args.Composite(
       state=ocp.args.StandardRestore(_abstract(target))))
   return restored['state']
+
+
+def _is_tensor(value: Any) -> bool:
+  return hasattr(value, 'shape') and hasattr(value, 'dtype')
+
+
+def load_torch_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+  """A PyTorch state dict (name -> tensor) as numpy arrays, loaded without unpickling code.
+
+  `.pt`/`.pth`/`.bin`: `torch.load(weights_only=True)` (needs torch), which refuses arbitrary
+  pickled objects; a checkpoint dict that nests the weights under 'state_dict' or 'model' is
+  unwrapped. `.safetensors`: the safetensors package. `.npz`: `np.load(allow_pickle=False)`.
+
+  Raises:
+    FileNotFoundError: no file at `path`.
+    WeightFileError: the file holds something other than a mapping of names to tensors, cannot
+      be loaded safely, or needs a package that is not installed.
+  """
+  path = pathlib.Path(path).expanduser()
+  if not path.is_file():
+    raise FileNotFoundError(f'weight file {path} does not exist.')
+  suffix = path.suffix.lower()
+  if suffix == '.safetensors':
+    try:
+      from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+    except ImportError:
+      raise WeightFileError(f'{path} is a .safetensors file but the safetensors package is not '
+                            'installed: pip install safetensors.') from None
+    try:
+      obj = load_file(str(path))
+    except Exception as e:  # pylint: disable=broad-except
+      raise WeightFileError(f'{path} is not a readable .safetensors file ({e}).') from None
+  elif suffix == '.npz':
+    try:
+      with np.load(path, allow_pickle=False) as archive:
+        obj = {key: archive[key] for key in archive.files}
+    except (ValueError, OSError) as e:
+      raise WeightFileError(f'{path} is not a .npz archive of plain arrays ({e}).') from None
+  else:
+    try:
+      import torch  # pylint: disable=g-import-not-at-top
+    except ImportError:
+      raise WeightFileError(f'reading the PyTorch file {path} needs torch: pip install torch '
+                            '(or convert it to .safetensors or .npz).') from None
+    try:
+      obj = torch.load(path, weights_only=True, map_location='cpu')
+    except Exception as e:  # pylint: disable=broad-except
+      first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      raise WeightFileError(
+          f'{path} cannot be loaded as PyTorch weights with weights_only=True ({first}). jreid '
+          'never unpickles arbitrary objects: save the weights with '
+          'torch.save(model.state_dict(), path).') from None
+    for key in ('state_dict', 'model'):
+      if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+        obj = obj[key]
+        break
+  if not isinstance(obj, Mapping) or not obj:
+    raise WeightFileError(f'{path} holds a {type(obj).__name__}, not a state dict: expected a '
+                          'non-empty mapping of parameter names to tensors, as written by '
+                          'torch.save(model.state_dict(), path).')
+  bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not _is_tensor(v)]
+  if bad:
+    raise WeightFileError(f'{path} is not a state dict: the entries {bad[:5]} are not tensors '
+                          '(expected a mapping of parameter names to tensors, as written by '
+                          'torch.save(model.state_dict(), path)).')
+  out = {}
+  for key, value in obj.items():
+    if hasattr(value, 'detach'):  # A torch tensor; bfloat16 has no numpy equivalent.
+      value = value.detach().cpu()
+      if str(value.dtype) == 'torch.bfloat16':
+        value = value.float()
+      value = value.numpy()
+    out[key] = np.asarray(value)
+  return out

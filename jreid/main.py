@@ -2,10 +2,16 @@ r"""Entry point: python -m jreid.main --config=configs/X.py[:variant] --workdir=
 
 Config values are overridden with `--config.a.b=value`; the config is locked, so a misspelt key is
 an error. See each config's docstring for the exact commands of its variants.
+
+A user's mistake (bad paths, dataset layout, config keys and values, a checkpoint of another
+model, a full disk) ends the run with exit code 1 and one line `jreid: error: ...` naming the fix;
+set JREID_TRACEBACK=1 to see the full traceback instead. See README "Reliability".
 """
 
 import os
+import pathlib
 import sys
+import traceback
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
@@ -27,6 +33,41 @@ flags.DEFINE_bool('multihost', False, 'Call jax.distributed.initialize() (multi-
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+_REPO = pathlib.Path(__file__).resolve().parent.parent
+_OWN_CODE = tuple(str(_REPO / d) + os.sep for d in ('jreid', 'data_pipelines', 'configs'))
+
+
+def _fail(message: str) -> None:
+  """Ends the process with one line on stderr and exit code 1."""
+  message = ' '.join(str(message).split())  # One line, whatever the exception text held.
+  print(f'jreid: error: {message}', file=sys.stderr, flush=True)
+  sys.exit(1)
+
+
+def _raised_by_jreid(exc: BaseException) -> bool:
+  """True when jreid itself raised `exc` (its innermost frame is jreid code), i.e. a check."""
+  frames = traceback.extract_tb(exc.__traceback__)
+  return bool(frames) and os.path.abspath(frames[-1].filename).startswith(_OWN_CODE)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing with config errors reported in one line (see `jreid.config_checks`)."""
+  from jreid import config_checks  # pylint: disable=g-import-not-at-top
+  try:
+    config_checks.check_command_line(argv)
+    rest = FLAGS(argv)
+    FLAGS.config  # pylint: disable=pointless-statement  # Loads it now: errors are reported here.
+  except config_checks.ConfigError as e:
+    _fail(e)
+  except flags.Error as e:
+    _fail(f"{str(e).rstrip('.')}. Pass --helpfull to see the flags.")
+  except (KeyError, AttributeError, ValueError, TypeError, OSError) as e:
+    if os.environ.get('JREID_TRACEBACK'):
+      raise
+    _fail(f'cannot read the config ({type(e).__name__}: {e}).')
+  return rest
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -34,6 +75,7 @@ def main(argv):
   from jreid import parallel  # pylint: disable=g-import-not-at-top
   from jreid import train  # pylint: disable=g-import-not-at-top
   from jreid.checkpoint import CheckpointMismatchError  # pylint: disable=g-import-not-at-top
+  from jreid.checkpoint import CheckpointWriteError  # pylint: disable=g-import-not-at-top
   from data_pipelines.types import DatasetError  # pylint: disable=g-import-not-at-top
   if FLAGS.multihost:
     parallel.initialize_distributed()
@@ -44,12 +86,19 @@ def main(argv):
       train.evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.checkpoint)
   except train.Preempted as e:
     print(f'jreid: {e}', file=sys.stderr)
-  except (DatasetError, CheckpointMismatchError, FileNotFoundError, PermissionError,
-          train.TrainingDivergedError) as e:
-    # A user's mistake or a diverged run: one clear message, not a traceback.
-    print(f'jreid: error: {e}', file=sys.stderr)
-    sys.exit(1)
+  except (DatasetError, CheckpointMismatchError, CheckpointWriteError, FileNotFoundError,
+          PermissionError, train.TrainingDivergedError) as e:
+    # A user's mistake, a full disk or a diverged run: one clear message, not a traceback.
+    if os.environ.get('JREID_TRACEBACK'):
+      raise
+    _fail(e)
+  except (ValueError, OSError) as e:
+    # jreid's own checks (batch size, K, workdir, config values) raise these with a message that
+    # names the fix; the same types from deep inside a library are bugs: keep their traceback.
+    if os.environ.get('JREID_TRACEBACK') or not _raised_by_jreid(e):
+      raise
+    _fail(e)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
