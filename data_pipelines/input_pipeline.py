@@ -142,15 +142,28 @@ def train_iterator(split: ReIDSplit, sampler: PKSampler, input_cfg: Any, augment
   augment = transforms.build_train_transform(augment_cfg, (input_cfg.height, input_cfg.width))
   base_seed = tf.constant([0, seed], dtype=tf.int64)
 
+  batch_augment = transforms.build_batch_transform(augment_cfg)
+
   def load(step: tf.Tensor, position: tf.Tensor, index: tf.Tensor) -> dict[str, tf.Tensor]:
     example_seed = tf.random.experimental.stateless_fold_in(
         tf.random.experimental.stateless_fold_in(base_seed, step), position)
-    return {'image': augment(_decode(encoded, index), example_seed),
-            'label': tf.gather(labels, index), 'index': index}
+    out = {'image': augment(_decode(encoded, index), example_seed),
+           'label': tf.gather(labels, index), 'index': index}
+    if batch_augment is not None:
+      out['seed'] = tf.random.experimental.stateless_fold_in(example_seed, 1)
+    return out
+
+  def augment_batch(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """Batch transforms (config.augment.batch_ops, e.g. random_patch) on the process's batch."""
+    seeds = batch.pop('seed')
+    return {**batch, 'image': batch_augment(batch['image'], seeds)}
 
   ds = tf.data.Dataset.from_tensor_slices((steps, positions, indices.reshape(-1)))
   ds = ds.map(load, num_parallel_calls=num_parallel_calls, deterministic=True)
-  ds = ds.batch(local, drop_remainder=True).prefetch(prefetch).with_options(_options())
+  ds = ds.batch(local, drop_remainder=True)
+  if batch_augment is not None:
+    ds = ds.map(augment_batch, num_parallel_calls=num_parallel_calls, deterministic=True)
+  ds = ds.prefetch(prefetch).with_options(_options())
   return _iterate(ds, split, indices)
 
 

@@ -4,12 +4,19 @@ Every transform is built by a factory, `factory(**params) -> transform`, and a t
 function `(image, seed) -> image` where `seed` is a stateless seed (int32/int64 tensor of
 shape [2]). All randomness comes from `tf.random.stateless_*` ops, so the output is a pure
 function of (image, seed), eagerly and inside `tf.data` maps alike. Factories are registered by
-name in `TRANSFORMS`; `build_train_transform` assembles FastReID's training recipe from the
-`config.augment` settings.
+name in `TRANSFORMS`: resize, flip, pad_crop, random_erasing, color_jitter, cutout,
+random_occlusion (QAConv), random_affine, rotation, autoaugment and augmix (the last two in
+`data_pipelines.autoaugment`). `build_train_transform` assembles FastReID's training recipe from
+the `config.augment` settings, or the ordered chain `config.augment.ops`.
+
+Batch transforms (`BATCH_TRANSFORMS`: random_patch) take a batch and one seed per image; they
+run after batching (`build_batch_transform`, `config.augment.batch_ops`).
 """
 
 from __future__ import annotations
 
+import ast
+import inspect
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -246,12 +253,249 @@ def color_jitter(brightness: float = DEFAULT_JITTER['brightness'],
   return apply
 
 
+def _paste_box(image: tf.Tensor, top: tf.Tensor, left: tf.Tensor, fill: tf.Tensor) -> tf.Tensor:
+  """`image` with the rectangle at (top, left) of the shape of `fill` [h, w, 3] replaced by it.
+
+  Slices and concatenations (not a full-image `tf.where`, which is much slower on CPU).
+  """
+  h, w = tf.shape(fill)[0], tf.shape(fill)[1]
+  band = image[top:top + h]
+  band = tf.concat([band[:, :left], fill, band[:, left + w:]], axis=1)
+  return tf.concat([image[:top], band, image[top + h:]], axis=0)
+
+
+def _fill_pixel(value: str | float, name: str) -> tuple[int, int, int]:
+  """An RGB fill colour from 'mean' (IMAGENET_MEAN_UINT8) or a number in [0, 255]."""
+  if value == 'mean':
+    return IMAGENET_MEAN_UINT8
+  if isinstance(value, str) or not 0 <= value <= 255:
+    raise ValueError(f"{name}: value must be 'mean' or a number in [0, 255], got {value!r}.")
+  return (round(value),) * 3
+
+
+def cutout_box(seed: tf.Tensor, height: tf.Tensor, width: tf.Tensor,
+               length: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+  """The square of `cutout` (DeVries & Taylor, 2017), clipped to the image.
+
+  Its centre (cy, cx) is uniform over the pixels; it covers rows
+  [max(0, cy - length // 2), min(H, cy - length // 2 + length)) and likewise columns.
+
+  Returns:
+    (top, left, h, w) int32 scalars; h, w >= 1.
+  """
+  centre = tf.random.stateless_uniform([2], seed, minval=0, maxval=tf.int32.max, dtype=tf.int32)
+  cy, cx = centre[0] % height, centre[1] % width
+  top, left = tf.maximum(cy - length // 2, 0), tf.maximum(cx - length // 2, 0)
+  bottom = tf.minimum(cy - length // 2 + length, height)
+  right = tf.minimum(cx - length // 2 + length, width)
+  return top, left, bottom - top, right - left
+
+
+def cutout(prob: float = 0.5, size: float = 0.5, value: str | float = 0) -> Transform:
+  """With probability `prob`, fill a square of side `round(size * min(H, W))` (see `cutout_box`).
+
+  Args:
+    prob: probability of cutting out.
+    size: side of the square as a fraction of the shorter image side, in (0, 1].
+    value: 'mean' (IMAGENET_MEAN_UINT8) or a number in [0, 255] (DeVries & Taylor use 0).
+
+  The seed splits into two: the coin, the square's centre.
+  """
+  prob = _check_prob('cutout: prob', prob)
+  if not 0.0 < float(size) <= 1.0:
+    raise ValueError(f'cutout: size must be a fraction of the shorter side in (0, 1], got {size}.')
+  pixel = _fill_pixel(value, 'cutout')
+
+  def apply(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    image = tf.convert_to_tensor(image)
+    coin_seed, box_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    shape = tf.shape(image)
+    side = tf.cast(tf.minimum(shape[0], shape[1]), tf.float32)
+    length = tf.maximum(tf.cast(tf.round(float(size) * side), tf.int32), 1)
+    top, left, h, w = cutout_box(box_seed, shape[0], shape[1], length)
+    fill = tf.broadcast_to(tf.constant(pixel, tf.uint8), tf.stack([h, w, 3]))
+    out = tf.cond(_coin(coin_seed, prob), lambda: _paste_box(image, top, left, fill),
+                  lambda: image)
+    return tf.ensure_shape(out, image.shape)
+
+  return apply
+
+
+def occlusion_box(seed: tf.Tensor, height: tf.Tensor, width: tf.Tensor, min_size: float,
+                  max_size: float) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+  """The white square of QAConv's `RandomOcclusion`: (top, left, side), int32 scalars.
+
+  With S = min(H, W): side s is a uniform integer in [max(1, int(S * min_size)),
+  max(that + 1, int(S * max_size))), top in [0, H - s) and left in [0, W - s) (each at least
+  one choice), as QAConv's `np.random.randint` calls.
+  """
+  s_max_img = tf.minimum(height, width)
+  s_float = tf.cast(s_max_img, tf.float32)
+  lo = tf.maximum(1, tf.cast(tf.floor(s_float * min_size), tf.int32))
+  hi = tf.maximum(lo + 1, tf.cast(tf.floor(s_float * max_size), tf.int32))
+  u = tf.random.stateless_uniform([3], seed, minval=0, maxval=tf.int32.max, dtype=tf.int32)
+  side = tf.minimum(lo + u[0] % (hi - lo), s_max_img)
+  top = u[1] % tf.maximum(height - side, 1)
+  left = u[2] % tf.maximum(width - side, 1)
+  return top, left, side
+
+
+def random_occlusion(min_size: float = 0.0, max_size: float = 0.8, prob: float = 1.0) -> Transform:
+  """QAConv's `RandomOcclusion`: a white (255) square of random side at a random position.
+
+  See `occlusion_box`; QAConv's recipe uses min_size=0, max_size=0.8 on every image
+  (prob 1). max_size 0 disables it, as in QAConv. The seed splits into two: coin, square.
+  """
+  prob = _check_prob('random_occlusion: prob', prob)
+  if not 0.0 <= float(min_size) <= float(max_size) <= 1.0:
+    raise ValueError('random_occlusion: need 0 <= min_size <= max_size <= 1, got '
+                     f'min_size={min_size}, max_size={max_size}.')
+  min_size, max_size = float(min_size), float(max_size)
+
+  def apply(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    image = tf.convert_to_tensor(image)
+    if max_size == 0.0:
+      return image
+    coin_seed, box_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    shape = tf.shape(image)
+    top, left, side = occlusion_box(box_seed, shape[0], shape[1], min_size, max_size)
+    fill = tf.fill(tf.stack([side, side, 3]), tf.constant(255, tf.uint8))
+    out = tf.cond(_coin(coin_seed, prob), lambda: _paste_box(image, top, left, fill),
+                  lambda: image)
+    return tf.ensure_shape(out, image.shape)
+
+  return apply
+
+
+def warp_affine(image: tf.Tensor, inverse: tf.Tensor, fill: float = 0.0) -> tf.Tensor:
+  """Nearest-neighbour affine warp of a uint8 image [H, W, 3] to the same size.
+
+  `inverse` (float32 [6] = a, b, c, d, e, f) maps output pixel (x, y) (column, row; integer
+  pixel indices) to the input point (a x + b y + c, d x + e y + f), computed in float32 and
+  rounded half away from zero; points outside the image take `fill`.
+  (`ImageProjectiveTransformV3`, the kernel behind `tf.keras` image layers.)
+  """
+  image = tf.convert_to_tensor(image)
+  transform = tf.concat([tf.cast(inverse, tf.float32), tf.zeros([2], tf.float32)], axis=0)
+  out = tf.raw_ops.ImageProjectiveTransformV3(
+      images=image[None], transforms=transform[None], output_shape=tf.shape(image)[:2],
+      fill_value=tf.constant(fill, tf.float32), interpolation='NEAREST', fill_mode='CONSTANT')
+  return tf.ensure_shape(out[0], image.shape)
+
+
+def affine_params(seed: tf.Tensor, degrees: float, translate: Sequence[float],
+                  scale: Sequence[float], shear: float, height: tf.Tensor,
+                  width: tf.Tensor) -> tf.Tensor:
+  """torchvision `RandomAffine.get_params`: float32 [5] = (angle, tx, ty, scale, shear).
+
+  angle ~ U(-degrees, degrees); tx = round(U(-translate[0] * W, translate[0] * W)),
+  ty likewise with translate[1] and H; scale ~ U(scale[0], scale[1]); shear (degrees, along
+  x) ~ U(-shear, shear). One `stateless_uniform([5], seed)` draw u gives them in that order.
+  """
+  u = tf.random.stateless_uniform([5], seed)
+  h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+  return tf.stack([
+      degrees * (2.0 * u[0] - 1.0),
+      tf.round(translate[0] * w * (2.0 * u[1] - 1.0)),
+      tf.round(translate[1] * h * (2.0 * u[2] - 1.0)),
+      scale[0] + (scale[1] - scale[0]) * u[3],
+      shear * (2.0 * u[4] - 1.0)])
+
+
+def affine_inverse(params: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
+  """The `warp_affine` inverse of the `affine_params` map, float32 [6].
+
+  The forward map of input point p is `c + t + A (p - c)` with centre
+  c = ((W - 1) / 2, (H - 1) / 2), t = (tx, ty) and A = R(angle) Sh(shear) diag(s, s), where
+  R(a) = [[cos a, sin a], [-sin a, cos a]] (counter-clockwise on screen for a > 0, rows growing
+  downwards, as torchvision) and Sh(f) = [[1, tan f], [0, 1]]. The inverse is
+  p = A^-1 (q - c - t) + c.
+  """
+  params = tf.cast(params, tf.float32)
+  angle = params[0] * (math.pi / 180.0)
+  shear = params[4] * (math.pi / 180.0)
+  s = params[3]
+  cos, sin, tan = tf.cos(angle), tf.sin(angle), tf.tan(shear)
+  # A = s * [[cos, cos * tan + sin], [-sin, cos - sin * tan]]; det(A) = s^2.
+  a00, a01 = s * cos, s * (cos * tan + sin)
+  a10, a11 = -s * sin, s * (cos - sin * tan)
+  det = a00 * a11 - a01 * a10
+  i00, i01, i10, i11 = a11 / det, -a01 / det, -a10 / det, a00 / det
+  cx = (tf.cast(width, tf.float32) - 1.0) / 2.0
+  cy = (tf.cast(height, tf.float32) - 1.0) / 2.0
+  qx, qy = cx + params[1], cy + params[2]
+  return tf.stack([i00, i01, cx - i00 * qx - i01 * qy, i10, i11, cy - i10 * qx - i11 * qy])
+
+
+def random_affine(degrees: float = 10.0, translate: Sequence[float] = (0.0, 0.0),
+                  scale: Sequence[float] = (1.0, 1.0), shear: float = 0.0, prob: float = 1.0,
+                  fill: float = 0.0) -> Transform:
+  """With probability `prob`, torchvision `RandomAffine` (nearest neighbour, constant fill).
+
+  Args:
+    degrees: rotation range (-degrees, degrees).
+    translate: (fx, fy); shifts up to fx * W and fy * H pixels.
+    scale: (min, max) zoom factor.
+    shear: shear angle range (-shear, shear) in degrees, along x.
+    prob: probability of warping at all.
+    fill: value of pixels that come from outside the image.
+
+  See `affine_params` and `affine_inverse`. The seed splits into two: coin, parameters.
+  """
+  prob = _check_prob('random_affine: prob', prob)
+  translate = tuple(float(t) for t in translate)
+  scale = tuple(float(s) for s in scale)
+  if not 0.0 <= float(degrees) <= 180.0:
+    raise ValueError(f'random_affine: degrees must be in [0, 180], got {degrees}.')
+  if len(translate) != 2 or not all(0.0 <= t <= 1.0 for t in translate):
+    raise ValueError(f'random_affine: translate must be (fx, fy) in [0, 1], got {translate}.')
+  if len(scale) != 2 or not 0.0 < scale[0] <= scale[1]:
+    raise ValueError(f'random_affine: scale must be (min, max) with 0 < min <= max, got {scale}.')
+  if not 0.0 <= float(shear) < 90.0:
+    raise ValueError(f'random_affine: shear must be in [0, 90) degrees, got {shear}.')
+  if not 0 <= float(fill) <= 255:
+    raise ValueError(f'random_affine: fill must be in [0, 255], got {fill}.')
+
+  def apply(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    image = tf.convert_to_tensor(image)
+    coin_seed, param_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    shape = tf.shape(image)
+    params = affine_params(param_seed, float(degrees), translate, scale, float(shear), shape[0],
+                           shape[1])
+    inverse = affine_inverse(params, shape[0], shape[1])
+    return tf.cond(_coin(coin_seed, prob), lambda: warp_affine(image, inverse, float(fill)),
+                   lambda: image)
+
+  return apply
+
+
+def rotation(degrees: float = 5.0, prob: float = 1.0) -> Transform:
+  """torchvision `RandomRotation(degrees)`: `random_affine` with rotation only (QAConv: 5)."""
+  return random_affine(degrees=degrees, prob=prob)
+
+
+def _autoaugment(**params: Any) -> Transform:
+  from data_pipelines import autoaugment  # pylint: disable=g-import-not-at-top
+  return autoaugment.autoaugment(**params)
+
+
+def _augmix(**params: Any) -> Transform:
+  from data_pipelines import autoaugment  # pylint: disable=g-import-not-at-top
+  return autoaugment.augmix(**params)
+
+
 TRANSFORMS: dict[str, Callable[..., Transform]] = {
     'resize': resize,
     'flip': flip,
     'pad_crop': pad_crop,
     'random_erasing': random_erasing,
     'color_jitter': color_jitter,
+    'cutout': cutout,
+    'random_occlusion': random_occlusion,
+    'random_affine': random_affine,
+    'rotation': rotation,
+    'autoaugment': _autoaugment,
+    'augmix': _augmix,
 }
 
 
@@ -275,6 +519,223 @@ def compose(transforms: Sequence[Transform]) -> Transform:
   return apply
 
 
+def parse_op(spec: str) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+  """Splits an op string `'name'` or `'name(arg, key=value, ...)'` (Python literals).
+
+  Returns:
+    (name, positional args, keyword args).
+
+  Raises:
+    ValueError: not of that form; the message quotes the string.
+  """
+  hint = (f'config.augment.ops entry {spec!r} must be a transform name, optionally with literal '
+          "arguments, e.g. 'flip' or 'random_affine(degrees=10, scale=(0.9, 1.1))'.")
+  try:
+    node = ast.parse(str(spec).strip(), mode='eval').body
+  except SyntaxError as e:
+    raise ValueError(hint) from e
+  if isinstance(node, ast.Name):
+    return node.id, (), {}
+  if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+    raise ValueError(hint)
+  try:
+    args = tuple(ast.literal_eval(a) for a in node.args)
+    kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+  except ValueError as e:
+    raise ValueError(hint) from e
+  if None in kwargs:
+    raise ValueError(hint)
+  return node.func.id, args, kwargs
+
+
+def _legacy_params(name: str, aug_cfg: Any) -> dict[str, Any]:
+  """Defaults an op in `config.augment.ops` takes from the older per-op keys."""
+  if name == 'flip':
+    return {'prob': aug_cfg.flip_prob}
+  if name == 'pad_crop':
+    return {'padding': aug_cfg.pad}
+  if name == 'random_erasing':
+    return {'prob': aug_cfg.random_erasing_prob, 'value': aug_cfg.random_erasing_value}
+  if name == 'color_jitter':
+    strengths = {k: aug_cfg.get(f'color_jitter_{k}', v) for k, v in DEFAULT_JITTER.items()}
+    return {'prob': aug_cfg.color_jitter_prob, **strengths}
+  return {}
+
+
+def build_transform_chain(ops: Sequence[str], aug_cfg: Any, size: tuple[int, int]) -> Transform:
+  """The transform chain of `config.augment.ops`, in the listed order.
+
+  Each entry is parsed by `parse_op`. Parameters not given in the entry default to the
+  per-op keys of `aug_cfg` (flip_prob; pad; random_erasing_prob/_value; color_jitter_*), then
+  to the factory's defaults. 'resize' takes no arguments and resizes to `size`; it runs first
+  unless listed elsewhere (e.g. after 'autoaugment', as FastReID applies AutoAugment to the
+  original image).
+  """
+  chain = []
+  names = []
+  for spec in ops:
+    name, args, kwargs = parse_op(spec)
+    if name not in TRANSFORMS:
+      raise ValueError(f'config.augment.ops: unknown transform {name!r} in {spec!r}; known: '
+                       f'{sorted(TRANSFORMS)}.')
+    names.append(name)
+    if name == 'resize':
+      if args or kwargs:
+        raise ValueError("config.augment.ops: 'resize' takes no arguments (its size is "
+                         'config.input.height/width).')
+      chain.append(resize(*size))
+      continue
+    factory = TRANSFORMS[name]
+    if name in ('autoaugment', 'augmix'):  # lazily imported factories: bind to the real ones
+      from data_pipelines import autoaugment  # pylint: disable=g-import-not-at-top
+      factory = getattr(autoaugment, name)
+    try:
+      given = inspect.signature(factory).bind(*args, **kwargs).arguments
+    except TypeError as e:
+      raise ValueError(f'config.augment.ops: bad arguments in {spec!r}: {e}.') from e
+    legacy = _legacy_params(name, aug_cfg)
+    for key in ('prob', 'padding'):
+      if key in legacy and key not in given and not legacy[key]:
+        raise ValueError(
+            f'config.augment.ops lists {spec!r} but its default {key} from the per-op key of '
+            f'config.augment is 0, so it would never apply; set that key or write '
+            f"'{name}({key}=...)'.")
+    chain.append(factory(**{**legacy, **given}))
+  if 'resize' not in names:
+    chain.insert(0, resize(*size))
+  return compose(chain)
+
+
+BatchTransform = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+
+
+def patch_box(seed: tf.Tensor, height: tf.Tensor, width: tf.Tensor, area: tuple[float, float],
+              min_ratio: float, max_attempts: int = 100
+              ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+  """The patch FastReID's `RandomPatch` cuts: (found, top, left, h, w), int32 scalars.
+
+  Draws `max_attempts` candidates at once: area fraction a ~ U(area), aspect r ~ U(min_ratio,
+  1 / min_ratio) (uniform, not log-uniform, as FastReID), h = round(sqrt(a H W r)),
+  w = round(sqrt(a H W / r)); the first with 1 <= h < H and 1 <= w < W wins, its top-left
+  corner uniform over the positions that keep it inside.
+  """
+  area_seed, aspect_seed, position_seed = tf.unstack(
+      tf.random.experimental.stateless_split(seed, 3))
+  h_img, w_img = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+  target = tf.random.stateless_uniform([max_attempts], area_seed, area[0], area[1]) * h_img * w_img
+  aspect = tf.random.stateless_uniform([max_attempts], aspect_seed, min_ratio, 1.0 / min_ratio)
+  hs = tf.round(tf.sqrt(target * aspect))
+  ws = tf.round(tf.sqrt(target / aspect))
+  fits = (hs >= 1) & (hs < h_img) & (ws >= 1) & (ws < w_img)
+  first = tf.argmax(tf.cast(fits, tf.int32), output_type=tf.int32)
+  h, w = hs[first], ws[first]
+  u = tf.random.stateless_uniform([2], position_seed)
+  top = tf.minimum(tf.floor(u[0] * (h_img - h + 1)), h_img - h)
+  left = tf.minimum(tf.floor(u[1] * (w_img - w + 1)), w_img - w)
+  return (tf.reduce_any(fits), tf.cast(top, tf.int32), tf.cast(left, tf.int32),
+          tf.cast(h, tf.int32), tf.cast(w, tf.int32))
+
+
+def random_patch_draws(seed: tf.Tensor, batch_size: int) -> tuple[tf.Tensor, tf.Tensor]:
+  """(donor offset int32 in [1, B), u float32 [3]) of one image of `random_patch`.
+
+  The donor of image b is (b + offset) % B; u[0] < prob pastes at all, u[1] < prob_flip
+  mirrors the patch, u[2] is unused (reserved); paste position and patch box use their own
+  seeds (see `random_patch`).
+  """
+  offset = tf.random.stateless_uniform([], seed, 1, max(2, batch_size), dtype=tf.int32)
+  return offset, tf.random.stateless_uniform([3], seed)
+
+
+def random_patch(prob: float = 0.5, area: Sequence[float] = (0.01, 0.5), min_ratio: float = 0.1,
+                 prob_flip: float = 0.5) -> BatchTransform:
+  """FastReID `RandomPatch` as a batch transform: `(images [B, H, W, 3], seeds [B, 2]) -> images`.
+
+  FastReID keeps a pool of patches cut from earlier images and, with probability `prob`, pastes
+  a random pool patch (mirrored with probability `prob_flip`) at a random position. A pool is
+  state across images; here the pool is the other images of the same batch: image b takes a
+  `patch_box` from donor image (b + offset) % B (`random_patch_draws`) and pastes it at a
+  uniform position inside itself. Everything is a pure function of (images, seeds); the donor
+  depends on the batch the image is in. With B = 1 the donor is the image itself.
+
+  Per image, seeds[b] splits into three: draws (donor, coins), patch box, paste position.
+  """
+  prob = _check_prob('random_patch: prob', prob)
+  prob_flip = _check_prob('random_patch: prob_flip', prob_flip)
+  area = tuple(float(a) for a in area)
+  if len(area) != 2 or not 0.0 < area[0] <= area[1] < 1.0:
+    raise ValueError(f'random_patch: area must be (min, max) with 0 < min <= max < 1, got {area}.')
+  if not 0.0 < float(min_ratio) <= 1.0:
+    raise ValueError(f'random_patch: min_ratio must be in (0, 1], got {min_ratio}.')
+
+  def apply(images: tf.Tensor, seeds: tf.Tensor) -> tf.Tensor:
+    images = tf.convert_to_tensor(images)
+    batch = images.shape[0]
+    if batch is None:
+      raise ValueError('random_patch needs a static batch size (batch with drop_remainder).')
+    shape = tf.shape(images)
+
+    def one(b: tf.Tensor) -> tf.Tensor:
+      image = images[b]
+      draw_seed, box_seed, paste_seed = tf.unstack(
+          tf.random.experimental.stateless_split(seeds[b], 3))
+      offset, u = random_patch_draws(draw_seed, batch)
+      donor = images[(b + offset) % batch]
+      found, top, left, h, w = patch_box(box_seed, shape[1], shape[2], area, float(min_ratio))
+
+      def paste() -> tf.Tensor:
+        patch = donor[top:top + h, left:left + w]
+        patch = tf.cond(u[1] < prob_flip, lambda: tf.reverse(patch, axis=[1]), lambda: patch)
+        v = tf.random.stateless_uniform([2], paste_seed)
+        y = tf.minimum(tf.cast(tf.floor(v[0] * tf.cast(shape[1] - h + 1, tf.float32)), tf.int32),
+                       shape[1] - h)
+        x = tf.minimum(tf.cast(tf.floor(v[1] * tf.cast(shape[2] - w + 1, tf.float32)), tf.int32),
+                       shape[2] - w)
+        return _paste_box(image, y, x, patch)
+
+      return tf.ensure_shape(tf.cond(found & (u[0] < prob), paste, lambda: image), image.shape)
+
+    return tf.map_fn(one, tf.range(batch), fn_output_signature=images.dtype)
+
+  return apply
+
+
+BATCH_TRANSFORMS: dict[str, Callable[..., BatchTransform]] = {
+    'random_patch': random_patch,
+}
+
+
+def build_batch_transform(aug_cfg: Any) -> BatchTransform | None:
+  """The batch transforms of `config.augment.batch_ops` (op strings as `parse_op`), or None.
+
+  Applied to a batch of already transformed images, after `ds.batch(...)`, with one stateless
+  seed per image (the per-image seed folded with 1, for instance).
+  """
+  ops = tuple(aug_cfg.get('batch_ops', ()) or ())
+  if not ops:
+    return None
+  chain = []
+  for spec in ops:
+    name, args, kwargs = parse_op(spec)
+    if name not in BATCH_TRANSFORMS:
+      raise ValueError(f'config.augment.batch_ops: unknown batch transform {name!r} in {spec!r}; '
+                       f'known: {sorted(BATCH_TRANSFORMS)}.')
+    try:
+      chain.append(BATCH_TRANSFORMS[name](*args, **kwargs))
+    except TypeError as e:
+      raise ValueError(f'config.augment.batch_ops: bad arguments in {spec!r}: {e}.') from e
+
+  def apply(images: tf.Tensor, seeds: tf.Tensor) -> tf.Tensor:
+    """Op i gets the seeds folded with i (op 0: the seeds themselves)."""
+    for i, op in enumerate(chain):
+      op_seeds = seeds if i == 0 else tf.map_fn(
+          lambda s, i=i: tf.random.experimental.stateless_fold_in(s, i), seeds)
+      images = op(images, op_seeds)
+    return images
+
+  return apply
+
+
 def build_train_transform(aug_cfg: Any, size: tuple[int, int]) -> Transform:
   """FastReID's training transform: resize, flip, pad + crop, colour jitter, random erasing.
 
@@ -282,11 +743,15 @@ def build_train_transform(aug_cfg: Any, size: tuple[int, int]) -> Transform:
     aug_cfg: `config.augment` with flip_prob, pad, random_erasing_prob, random_erasing_value,
       color_jitter_prob and optionally color_jitter_{brightness,contrast,saturation,hue}
       (defaults DEFAULT_JITTER). An augmentation with probability (or padding) 0 is left out.
+      When `aug_cfg.ops` (optional) is a non-empty list of op strings, the chain is
+      `build_transform_chain(aug_cfg.ops, aug_cfg, size)` instead.
     size: (height, width) of the output.
 
   Returns:
     `(image uint8 [h, w, 3], seed [2]) -> image uint8 [height, width, 3]`.
   """
+  if aug_cfg.get('ops'):
+    return build_transform_chain(tuple(aug_cfg.ops), aug_cfg, size)
   ops = [resize(*size)]
   if aug_cfg.flip_prob > 0:
     ops.append(flip(aug_cfg.flip_prob))

@@ -426,3 +426,18 @@ def test_num_eval_batches():
   assert [input_pipeline.num_eval_batches(n, 4) for n in (0, 1, 4, 5, 8, 9)] == [0, 1, 1, 2, 2, 3]
   with pytest.raises(ValueError, match='batch_size >= 1'):
     input_pipeline.num_eval_batches(3, 0)
+
+
+def test_batch_ops_apply_random_patch_deterministically(train_split):
+  """config.augment.batch_ops run on each batch after the per-image chain, seeded per image."""
+  sampler = PKSampler(train_split.labels, 3, 4, seed=0)
+  plain = _train_batches(train_split, sampler, _augment_cfg(), 0, 2)
+  cfg = _augment_cfg()
+  cfg.batch_ops = ('random_patch(prob=1.0)',)
+  patched = _train_batches(train_split, sampler, cfg, 0, 2)
+  again = _train_batches(train_split, sampler, cfg, 0, 2)
+  for a, b, c in zip(plain, patched, again):
+    assert set(b) == set(a)  # The per-image seeds do not leak into the batch.
+    np.testing.assert_array_equal(b['index'], a['index'])
+    np.testing.assert_array_equal(b['image'], c['image'])
+    assert (b['image'] != a['image']).any()
