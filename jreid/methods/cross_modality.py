@@ -1,0 +1,425 @@
+"""RGB-infrared cross-modality re-ID: `config.method = 'cross_modality'`.
+
+AGW's cross-modality baseline (Ye et al., "Deep Learning for Person Re-identification: A Survey
+and Outlook") and the cross-modality graph-reasoning model ("Efficient Cross-modality Graph
+Reasoning for RGB-Infrared Person Re-identification", IEEE SPL 2021) in the shared train loop:
+
+* model: `two_stream` (`jreid.models.two_stream`): a modality-specific stem (+ layer1) per
+  modality, shared ResNet stages with non-local blocks, optional graph reasoning, GeM, BNNeck;
+  every image goes through its own modality's stream, so each batch carries a 'modality' array
+  (0 visible, 1 infrared) derived on the host from the split's camera ids;
+* sampler: `CrossModalitySampler`, P identities x (K_v visible + K_ir infrared) images;
+* losses: the terms of `config.loss.names` (`jreid.objectives`), plus 'wrt', the weighted
+  regularisation triplet (`jreid.losses.wrt`) registered here: AGW = cross_entropy + wrt, graph
+  reasoning = cross_entropy + 2 x hard triplet (margin 0.3);
+* evaluation: `jreid.evaluation.cross_modality`. SYSU-MM01 layout ('sysu' protocol: the
+  'sysu_mm01' and 'synthreid_ir' datasets): infrared queries against visible galleries sampled
+  per trial (`config.cross_modality.num_trials`, seeds 0..n-1), for each search mode and number of
+  shots configured; the first (mode, shots) pair gives the headline `rank1/rank10/rank20/mAP/
+  mINP`, the others are prefixed (`indoor_single_rank1`, `all_multi10_mAP`, ...). RegDB ('regdb'
+  protocol): the split's query modality to the other one (headline) and the reverse direction
+  (prefixed with its name). Both protocols also report the reverse direction on the full test sets
+  (`visible_to_infrared_*` for SYSU); the report shows the rank lists of both directions
+  (`rank_lists.png`, `rank_lists_reverse.png`).
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from data_pipelines import cross_modality_sampler
+from data_pipelines import input_pipeline
+from data_pipelines import regdb
+from data_pipelines import sysu_mm01
+from data_pipelines.types import DatasetError, ReIDSplit
+from jreid import inference
+from jreid import losses
+from jreid import models
+from jreid import objectives
+from jreid import parallel
+from jreid import report
+from jreid import train as train_lib
+from jreid.evaluation import cross_modality as cm_eval
+
+TrainState = train_lib.TrainState
+
+PROTOCOLS = ('sysu', 'regdb')
+# Datasets each protocol evaluates. The synthetic infrared variant has the SYSU-MM01 layout;
+# the 'regdb' protocol on it (full test sets, standard CMC, both directions) stands in for RegDB,
+# which has no synthetic counterpart.
+PROTOCOL_DATASETS = {'sysu': ('sysu_mm01', 'synthreid_ir'), 'regdb': ('regdb', 'synthreid_ir')}
+
+if 'wrt' not in objectives.LOSSES.names():
+
+  @objectives.LOSSES.register('wrt')
+  def _wrt(outputs, labels, cfg):
+    del cfg  # Only its weight, applied by compute_losses.
+    return losses.weighted_regularization_triplet(outputs['features'], labels)
+
+
+def cross_modality_config() -> ml_collections.ConfigDict:
+  """The `config.cross_modality` section (method settings outside the model)."""
+  c = ml_collections.ConfigDict()
+  c.protocol = 'sysu'  # 'sysu' (SYSU-MM01 layout) | 'regdb'.
+  c.num_ids = 8  # P identities per batch.
+  c.num_visible = 4  # K_v visible images per identity.
+  c.num_infrared = 4  # K_ir infrared images per identity.
+  c.num_trials = 10  # SYSU gallery draws (seeds 0..num_trials-1).
+  c.search_modes = ('all', 'indoor')  # SYSU: the first (mode, shots) pair is the headline.
+  c.shots = (1, 10)  # SYSU: single-shot and multi-shot (10 per identity and camera).
+  return c
+
+
+def wrt_loss_config() -> ml_collections.ConfigDict:
+  """The `config.loss.wrt` section (the term has no option but its weight)."""
+  return ml_collections.ConfigDict({'weight': 1.0})
+
+
+class CrossModalitySetup(train_lib.Setup):
+  """The setup of `config.method = 'cross_modality'` (module docstring)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: pathlib.Path):
+    if 'cross_modality' not in config:
+      raise ValueError("config.method='cross_modality' needs a config.cross_modality section; "
+                       'start from configs/agw_sysu.py or add cross_modality_config().')
+    self.cm = config.cross_modality
+    if self.cm.protocol not in PROTOCOLS:
+      raise ValueError(f'config.cross_modality.protocol must be one of {PROTOCOLS}, got '
+                       f'{self.cm.protocol!r}.')
+    if config.dataset.name not in PROTOCOL_DATASETS[self.cm.protocol]:
+      raise ValueError(
+          f'config.cross_modality.protocol={self.cm.protocol!r} evaluates the datasets '
+          f'{PROTOCOL_DATASETS[self.cm.protocol]}, but config.dataset.name is '
+          f'{config.dataset.name!r}; set the protocol that matches the dataset.')
+    if config.model.name != 'two_stream':
+      raise ValueError(f"config.method='cross_modality' needs config.model.name='two_stream', "
+                       f'got {config.model.name!r}.')
+    if config.optim.freeze_iters:
+      raise ValueError('config.optim.freeze_iters is not supported by the cross_modality method; '
+                       'set it to 0.')
+    if self.cm.protocol == 'sysu':
+      bad = [m for m in self.cm.search_modes if m not in ('all', 'indoor')]
+      if bad or not self.cm.search_modes or not self.cm.shots or min(self.cm.shots) < 1:
+        raise ValueError("config.cross_modality.search_modes must be a non-empty subset of "
+                         "('all', 'indoor') and shots a non-empty tuple of numbers >= 1, got "
+                         f'{self.cm.search_modes} and {self.cm.shots}.')
+      if self.cm.num_trials < 1:
+        raise ValueError(f'config.cross_modality.num_trials must be >= 1, got '
+                         f'{self.cm.num_trials}.')
+    super().__init__(config, workdir)
+    self._predict = None
+
+  # Modalities.
+
+  def is_infrared(self, split: ReIDSplit) -> np.ndarray:
+    """Bool [N]: the infrared (thermal) images of a split (RegDB: camid 1; SYSU layout: camids
+    2 and 5)."""
+    if self.config.dataset.name == 'regdb':
+      return regdb.is_infrared(split)
+    return sysu_mm01.is_infrared(split)
+
+  def modality(self, split: ReIDSplit) -> np.ndarray:
+    """int32 [N]: 0 visible, 1 infrared."""
+    return self.is_infrared(split).astype(np.int32)
+
+  # Construction.
+
+  def build_sampler(self):
+    config, cm = self.config, self.cm
+    infrared = self.is_infrared(self.train_split)
+    if infrared.all() or not infrared.any():
+      raise DatasetError(f'dataset {config.dataset.name!r}: the train split holds only '
+                         f'{"infrared" if infrared.all() else "visible"} images; cross-modality '
+                         'training needs both.')
+    sampler = cross_modality_sampler.CrossModalitySampler(
+        self.train_split.labels, infrared, num_ids=cm.num_ids, num_visible=cm.num_visible,
+        num_infrared=cm.num_infrared, seed=config.seed,
+        batches_per_epoch=config.train.steps_per_epoch or None)
+    if sampler.batch_size != config.batch_size:
+      raise ValueError(
+          f'config.batch_size={config.batch_size} but the cross-modality sampler makes batches '
+          f'of num_ids x (num_visible + num_infrared) = {cm.num_ids} x ({cm.num_visible} + '
+          f'{cm.num_infrared}) = {sampler.batch_size}; set config.batch_size to that.')
+    return sampler
+
+  def build_model(self):
+    return models.build_model(self.config.model, self.num_classes)
+
+  def _init_inputs(self):
+    images = jnp.zeros((2, self.config.input.height, self.config.input.width, 3), jnp.uint8)
+    return images, jnp.array([0, 1], jnp.int32)
+
+  def abstract_params(self):
+    images, modality = self._init_inputs()
+    return jax.eval_shape(lambda: self.model.init(jax.random.key(0), images, modality,
+                                                  train=False))['params']
+
+  def create_state(self) -> TrainState:
+    images, modality = self._init_inputs()
+
+    def init(rng):
+      variables = self.model.init(rng, images, modality, train=False)
+      params = variables['params']
+      return TrainState(step=jnp.zeros([], jnp.int32), params=params,
+                        batch_stats=variables.get('batch_stats', {}),
+                        opt_state=self.tx.init(params))
+
+    rng = jax.random.key(self.config.seed, impl='rbg')
+    return jax.jit(init, out_shardings=parallel.replicated_sharding(self.mesh))(rng)
+
+  # Training.
+
+  def train_batches(self, state: TrainState, start_step: int, stop_step: int):
+    modality = self.modality(self.train_split)
+    for batch in super().train_batches(state, start_step, stop_step):
+      batch['modality'] = modality[batch['index']]
+      yield batch
+
+  def make_train_step(self):
+    model, tx, schedule, config = self.model, self.tx, self.schedule, self.config
+
+    def train_step(state: TrainState, batch: dict[str, jax.Array]):
+
+      def loss_fn(params):
+        outputs, mutated = model.apply({'params': params, 'batch_stats': state.batch_stats},
+                                       batch['image'], batch['modality'], train=True,
+                                       mutable=['batch_stats'])
+        terms = objectives.compute_losses(outputs, batch['label'], config.loss)
+        return objectives.total_loss(terms), (terms, outputs, mutated['batch_stats'])
+
+      (loss, (terms, outputs, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+          state.params)
+      updates, opt_state = tx.update(grads, state.opt_state, state.params)
+      params = optax.apply_updates(state.params, updates)
+      metrics = {'loss': loss, **{f'loss_{k}': v for k, v in terms.items()},
+                 'accuracy': jnp.mean(jnp.argmax(outputs['logits'], -1) == batch['label']),
+                 'wrt_accuracy': losses.wrt_accuracy(outputs['features'], batch['label']),
+                 'grad_norm': optax.global_norm(grads), 'lr': schedule(state.step)}
+      return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                           opt_state=opt_state), metrics
+
+    replicated = parallel.replicated_sharding(self.mesh)
+    return jax.jit(train_step, donate_argnums=(0,),
+                   in_shardings=(replicated, parallel.data_sharding(self.mesh)),
+                   out_shardings=(replicated, replicated))
+
+  # Evaluation.
+
+  def features(self, state: TrainState, split: ReIDSplit) -> np.ndarray:
+    """Embeddings [N, D] of every image of `split`, each through its modality's stream."""
+    if self._predict is None:
+      model = self.model
+
+      def predict(variables, batch):
+        emb = model.apply(variables, batch['image'], batch['modality'], train=False)['embedding']
+        return emb, batch['index'], batch['mask']
+
+      self._predict = jax.jit(predict, out_shardings=parallel.replicated_sharding(self.mesh))
+    config = self.config
+    parallel.check_batch_size(config.eval.batch_size, self.mesh, what='eval.batch_size')
+    modality = self.modality(split)
+    variables = self.variables(state)
+    feats, seen = None, np.zeros(len(split), bool)
+    for batch in input_pipeline.eval_iterator(split, config.input,
+                                              batch_size=config.eval.batch_size,
+                                              process_index=jax.process_index(),
+                                              process_count=jax.process_count()):
+      batch['modality'] = modality[np.maximum(batch['index'], 0)]
+      emb, index, mask = jax.device_get(self._predict(variables,
+                                                      parallel.shard_batch(batch, self.mesh)))
+      if feats is None:
+        feats = np.zeros((len(split), emb.shape[-1]), np.float32)
+      feats[index[mask]] = emb[mask]
+      seen[index[mask]] = True
+    if feats is None or not seen.all():
+      raise RuntimeError(f'feature extraction of split {split.name!r} missed '
+                         f'{int((~seen).sum())} of {len(split)} images')
+    return feats
+
+  def _reverse_name(self) -> str:
+    if self.cm.protocol == 'sysu':
+      return 'visible_to_infrared'
+    query_ir = bool(self.is_infrared(self.splits['query']).all())
+    return 'visible_to_thermal' if query_ir else 'thermal_to_visible'
+
+  def evaluate(self, state: TrainState, splits: dict[str, Any] | None = None,
+               post: bool = True) -> inference.EvalOutput:
+    """The protocol's metrics on `splits` (default: this dataset's); this method has no
+    post-processed rows, so `post` changes nothing."""
+    del post
+    config, cm = self.config, self.cm
+    splits = splits or self.splits
+    query, gallery = splits['query'], splits['gallery']
+    qf, gf = self.features(state, query), self.features(state, gallery)
+    metric, max_rank = config.eval.metric, config.eval.max_rank
+    metrics: dict[str, Any] = {}
+    if cm.protocol == 'sysu':
+      headline = None
+      for mode in cm.search_modes:
+        for shots in cm.shots:
+          galleries = [sysu_mm01.sample_gallery(gallery, trial, mode, int(shots))
+                       for trial in range(cm.num_trials)]
+          trials = cm_eval.evaluate_sysu(qf, gf, query.pids, gallery.pids, query.camids,
+                                         gallery.camids, galleries, metric, max_rank)
+          kind = 'single' if shots == 1 else f'multi{shots}'
+          prefix = '' if headline is None else f'{mode}_{kind}_'
+          metrics.update({prefix + k: v for k, v in trials.metrics().items()})
+          if headline is None:
+            headline = trials.mean_result()
+      result = headline
+    else:
+      result = cm_eval.evaluate_regdb(qf, gf, query.pids, gallery.pids, query.camids,
+                                      gallery.camids, metric, max_rank)
+      metrics.update(cm_eval.rank_dict(result))
+    # The reverse direction on the full test sets (Market-style ranking).
+    reverse = cm_eval.evaluate_regdb(gf, qf, gallery.pids, query.pids, gallery.camids,
+                                     query.camids, metric, max_rank)
+    name = self._reverse_name()
+    metrics.update({f'{name}_{k}': v for k, v in cm_eval.rank_dict(reverse).items()})
+    return inference.EvalOutput(metrics, result, qf, gf, metric=metric)
+
+  def report_sections(self, state: TrainState, output: inference.EvalOutput
+                      ) -> list[tuple[str, str, str | None]]:
+    """The rank lists of the other direction (gallery modality to query modality)."""
+    del state
+    reverse = inference.EvalOutput({}, output.result, output.gallery_features,
+                                   output.query_features, metric=output.metric)
+    report.plot_rank_lists(self.splits['gallery'], self.splits['query'], reverse.query_distances,
+                           self.workdir / 'rank_lists_reverse.png',
+                           num_queries=self.config.eval.rank_list_queries)
+    name = self._reverse_name().replace('_', ' ')
+    return [(f'Rank lists, {name}', f'Each row: a {name.split()[0]} query (the test gallery '
+             'images) and its top-10 matches among the other modality\'s test images (the '
+             'query set); green: same identity, red: different.', 'rank_lists_reverse.png')]
+
+  def describe(self) -> str:
+    config, cm = self.config, self.cm
+    ts = config.model.get('two_stream', {})
+    graph = ts.get('graph', {}) if ts else {}
+    on = [k for k in ('local_to_local', 'global_to_local', 'local_to_global',
+                      'modality_similarity') if graph.get(k, False)]
+    bb = config.model.backbone
+    protocol = (f'SYSU-MM01 protocol, {cm.num_trials} trials, modes {tuple(cm.search_modes)}, '
+                f'shots {tuple(cm.shots)}; headline = first mode single-shot, CMC over the '
+                'identity ranking as the reference (image-ranking CMC as image_rank*)'
+                if cm.protocol == 'sysu' else 'RegDB protocol (standard CMC), both directions')
+    return (
+        f'Two-stream `{bb.name}` (width {bb.width}, last stride {bb.last_stride}), '
+        f'{"stem + layer1" if ts and ts.get("specific_stages", 0) else "stem"} per modality, '
+        f'non-local {"on" if bb.with_nl else "off"} (inter channels '
+        f'{bb.nl_inter_channels or "C/2"}), graph reasoning: {", ".join(on) or "off"}; pooling '
+        f'`{config.model.pooling.name}`, head `{config.model.head.name}`; losses '
+        f'{", ".join(config.loss.names)}; sampler {cm.num_ids} ids x ({cm.num_visible} visible + '
+        f'{cm.num_infrared} infrared), {self.total_steps} steps ({config.train.epochs} epochs x '
+        f'{self.steps_per_epoch}), input {config.input.height}x{config.input.width}. {protocol}. '
+        'Rank lists: `rank_lists.png` (query modality to gallery), `rank_lists_reverse.png` '
+        '(the other direction).')
+
+
+MODELS = ('agw', 'cmgr')
+VARIANTS = ('synthreid', 'paper')
+
+
+def recipe_config(model: str, protocol: str, variant: str | None) -> ml_collections.ConfigDict:
+  """The config of `configs/{model}_{protocol}.py:variant` (those files document the commands).
+
+  'paper': AGW's recipe (two-stream ResNet-50, last stride 1, non-local blocks, GeM p=3, BNNeck,
+  SGD Nesterov momentum 0.9, weight decay 5e-4, lr 0.1 for the BNNeck and classifier and 0.01 for
+  the rest, linear warmup over 10 epochs from 0.01, x0.1 at epoch 20, x0.01 at 50, 81 epochs,
+  288x144 input, pad 10 + crop + flip, batch 8 ids x (4 visible + 4 infrared)); CE + WRT for AGW,
+  CE + 2 x hard triplet (margin 0.3) and stem + layer1 per modality with the graph reasoning
+  modules for 'cmgr'. The reference warms up per epoch (lr x (epoch + 1) / 10); the warmup here
+  is linear per step. 'synthreid': the same model and losses on SynthReID-IR, shrunk to a
+  ResNet-18 of width 16 at 96x48, Adam 1e-3, 8 epochs, to run on a 2-core CPU.
+  """
+  # pylint: disable=g-import-not-at-top
+  from jreid.config_defaults import base_config
+  from jreid.models.two_stream import default_two_stream_config
+  # pylint: enable=g-import-not-at-top
+  variant = variant or 'synthreid'
+  if model not in MODELS or protocol not in PROTOCOLS or variant not in VARIANTS:
+    raise ValueError(f"unknown variant {variant!r} of configs/{model}_{protocol}.py: use ':paper' "
+                     'or no variant (the embedded synthetic run)')
+  config = base_config()
+  config.method = 'cross_modality'
+  config.cross_modality = cross_modality_config()
+  config.cross_modality.protocol = protocol
+  if protocol == 'regdb':
+    config.cross_modality.search_modes = ('all',)
+    config.cross_modality.shots = (1,)
+
+  m = config.model
+  m.name = 'two_stream'
+  m.backbone.name = 'resnet50'
+  m.backbone.width = 64
+  m.backbone.last_stride = 1
+  m.backbone.with_nl = True
+  m.backbone.nl_layers = (0, 2, 3, 0)  # After blocks 2, 3 of layer2 and 3, 4, 5 of layer3.
+  m.backbone.nl_inter_channels = 0  # C // 2 as intended; 1 reproduces the reference's bug.
+  m.pooling.name = 'gem'
+  m.pooling.gem_p = 3.0
+  m.head.name = 'bnneck'
+  m.head.neck_feat = 'before'  # The metric loss sees the pooled feature (AGW's x_pool).
+  m.two_stream = default_two_stream_config()
+
+  config.loss.cross_entropy.epsilon = 0.0
+  config.loss.cross_entropy.variant = 'bot'  # Plain mean cross-entropy (torch's CrossEntropyLoss).
+  if model == 'agw':
+    config.loss.names = ('cross_entropy', 'wrt')
+    config.loss.wrt = wrt_loss_config()
+  else:
+    config.loss.names = ('cross_entropy', 'triplet')
+    config.loss.triplet.weight = 2.0
+    config.loss.triplet.margin = 0.3
+    config.loss.triplet.hard_mining = True
+    config.loss.triplet.norm_feat = False
+    m.two_stream.specific_stages = 1
+    for switch in ('local_to_local', 'global_to_local', 'local_to_global', 'modality_similarity'):
+      m.two_stream.graph[switch] = True
+
+  config.optim.name = 'sgd'
+  config.optim.momentum = 0.9
+  config.optim.nesterov = True
+  config.optim.lr = 0.1
+  config.optim.lr_factors = (('^backbone/', 0.1),)  # Head (BNNeck, classifier) at 0.1, rest 0.01.
+  config.optim.weight_decay = config.optim.weight_decay_norm = 5e-4
+  config.optim.weight_decay_bias = 5e-4
+  config.optim.schedule = 'multistep'
+  config.optim.milestones = (20, 50)
+  config.optim.gamma = 0.1
+  config.optim.warmup_epochs = 10
+  config.optim.warmup_factor = 0.1
+  config.optim.warmup_method = 'linear'
+  config.train.epochs = 81
+  config.input.height, config.input.width = 288, 144
+  config.augment.pad = 10
+  config.augment.flip_prob = 0.5
+  config.augment.random_erasing_prob = 0.0
+  config.batch_size = 64  # 8 ids x (4 visible + 4 infrared).
+  config.eval.metric = 'cosine'
+  config.eval.max_rank = 20
+  config.eval.histogram_baseline = False  # Colour histograms mean little across modalities.
+  config.dataset.name = 'sysu_mm01' if protocol == 'sysu' else 'regdb'
+
+  if variant == 'synthreid':
+    config.dataset.name = 'synthreid_ir'
+    m.backbone.name = 'resnet18'
+    m.backbone.width = 16
+    m.backbone.nl_layers = (0, 2, 2, 0)
+    config.input.height, config.input.width = 96, 48
+    config.augment.pad = 4
+    config.optim.name = 'adam'
+    config.optim.lr = 1e-3
+    config.optim.lr_factors = ()
+    config.optim.warmup_epochs = 1
+    config.optim.milestones = (6,)
+    config.train.epochs = 8
+    config.train.log_every_steps = 10
+  return config
