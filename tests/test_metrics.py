@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from jreid import evaluation
+from jreid.evaluation import metrics
 
 
 def reference_evaluate(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50):
@@ -277,3 +278,119 @@ def test_normalize():
   np.testing.assert_allclose(evaluation.normalize(x), [[0.6, 0.8], [0.0, 0.0]], atol=1e-7)
   np.testing.assert_allclose(evaluation.normalize(x.T, axis=0), [[0.6, 0.0], [0.8, 0.0]],
                              atol=1e-7)
+
+
+# --- The counting ranker (no row sort), CUHK03 protocol, feature tuples. ---
+
+
+def tied_problem(seed, num_q=40, num_g=120):
+  """Continuous distances with planted exact ties (and -0.0 vs 0.0) around the matches."""
+  _, _, q_pids, g_pids, q_camids, g_camids = random_problem(seed, num_q=num_q, num_g=num_g)
+  rng = np.random.default_rng(seed + 7)
+  distmat = rng.random((num_q, num_g)).astype(np.float32)
+  for i in range(num_q):
+    same = np.flatnonzero(g_pids == q_pids[i])
+    others = rng.choice(num_g, size=5, replace=False)
+    if len(same):
+      distmat[i, others] = distmat[i, rng.choice(same)]  # ties with a match
+  distmat[0, :10] = 0.0
+  distmat[0, 10:20] = -0.0
+  return distmat, q_pids, g_pids, q_camids, g_camids
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+@pytest.mark.parametrize('chunk_size', [1, 16, 1024])
+def test_counting_ranker_matches_reference_with_ties(seed, chunk_size):
+  distmat, q_pids, g_pids, q_camids, g_camids = tied_problem(seed)
+  result = evaluation.evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=30,
+                                    chunk_size=chunk_size)
+  assert_matches_reference(result, distmat, q_pids, g_pids, q_camids, g_camids, 30)
+
+
+def test_counting_ranker_in_small_candidate_steps(monkeypatch):
+  # Steps of at most 50 candidates (each query row alone once it has more): same numbers.
+  distmat, q_pids, g_pids, q_camids, g_camids = tied_problem(4)
+  monkeypatch.setattr(metrics, '_CANDIDATES_PER_STEP', 50)
+  result = evaluation.evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=200)
+  assert len(result.cmc) == 120  # clipped to the gallery size
+  assert_matches_reference(result, distmat, q_pids, g_pids, q_camids, g_camids, 200)
+
+
+def test_counting_ranker_equals_row_sort_scores():
+  # query_scores(sorted_hits(...)) is the plain per-row sort; the counting path must agree.
+  distmat, q_pids, g_pids, q_camids, g_camids = tied_problem(5)
+  hits, kept = metrics.sorted_hits(distmat, q_pids, q_camids, g_pids, g_camids)
+  valid, first_rank, ap, inp = metrics.query_scores(hits, kept)
+  gallery = metrics._GalleryIndex(g_pids, g_camids)
+  got = metrics._rank_chunk(distmat, q_pids, q_camids, gallery)
+  for a, b in zip(got, (valid, first_rank, ap, inp)):
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+
+
+def test_evaluate_rank_accepts_feature_tuple():
+  q_feats, g_feats, q_pids, g_pids, q_camids, g_camids = random_problem(6)
+  result = evaluation.evaluate_rank((q_feats, g_feats, 'euclidean'), q_pids, g_pids, q_camids,
+                                    g_camids, max_rank=10, chunk_size=4)
+  distmat = evaluation.compute_distance(q_feats, g_feats, 'euclidean')
+  assert_matches_reference(result, distmat, q_pids, g_pids, q_camids, g_camids, 10)
+
+
+def reference_cuhk03(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, num_repeats, seed):
+  """Single-gallery-shot CMC, one query and one repeat at a time, with the documented draws."""
+  rng = np.random.default_rng(seed)
+  num_g = distmat.shape[1]
+  max_rank = min(max_rank, num_g)
+  all_cmc = []
+  for i in range(len(q_pids)):
+    order = sorted(range(num_g), key=lambda j: (distmat[i, j], j))
+    ranked = [j for j in order if g_pids[j] != -1 and not (
+        g_pids[j] == q_pids[i] and g_camids[j] == q_camids[i])]
+    if not any(g_pids[j] == q_pids[i] for j in ranked):
+      continue
+    identities = []  # in order of first appearance
+    positions = {}
+    for pos, j in enumerate(ranked):
+      if g_pids[j] not in positions:
+        identities.append(g_pids[j])
+        positions[g_pids[j]] = []
+      positions[g_pids[j]].append(pos)
+    draws = rng.random((num_repeats, len(identities)))
+    cmc = np.zeros(max_rank)
+    for r in range(num_repeats):
+      sampled = sorted(positions[pid][int(np.floor(draws[r, c] * len(positions[pid])))]
+                       for c, pid in enumerate(identities))
+      is_match = [g_pids[ranked[pos]] == q_pids[i] for pos in sampled]
+      first = is_match.index(True) + 1
+      cmc += [1.0 if k >= first else 0.0 for k in range(1, max_rank + 1)]
+    all_cmc.append(cmc / num_repeats)
+  return np.mean(all_cmc, axis=0)
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_cuhk03_protocol_matches_reference(seed):
+  distmat, q_pids, g_pids, q_camids, g_camids = tied_problem(seed, num_q=15, num_g=60)
+  result = evaluation.evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=20,
+                                    protocol='cuhk03', num_repeats=4, seed=seed, chunk_size=6)
+  expected = reference_cuhk03(distmat, q_pids, g_pids, q_camids, g_camids, 20, 4, seed)
+  np.testing.assert_allclose(result.cmc, expected, rtol=0, atol=1e-9)
+  # AP and INP: the full ranking, as the Market protocol.
+  market = evaluation.evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=20)
+  np.testing.assert_allclose(result.all_ap, market.all_ap, atol=1e-12)
+  np.testing.assert_allclose(result.all_inp, market.all_inp, atol=1e-12)
+  assert result.num_skipped == market.num_skipped
+
+
+def test_cuhk03_by_hand():
+  # Query pid 1 cam 0. Ranking: g0 pid 2, g1 pid 1 (cam 1), g2 pid 2, g3 pid 1 (cam 1).
+  # Samples: pid 2 -> g0 or g2, pid 1 -> g1 or g3, each with probability 1/2. The match is at
+  # rank 1 iff its sample comes first: only for the pair (g1, g2), so P(rank 1) = 1/4.
+  g_pids = np.array([2, 1, 2, 1])
+  g_camids = np.array([1, 1, 1, 1])
+  distmat = np.array([[.1, .2, .3, .4]], np.float32)
+  result = evaluation.evaluate_cuhk03(distmat, np.array([1]), g_pids, np.array([0]), g_camids,
+                                      num_repeats=1000, seed=0)
+  assert abs(result.cmc[0] - 0.25) < 0.05
+  assert result.cmc[1] == 1.0 and len(result.cmc) == 4
+  with pytest.raises(ValueError, match='protocol'):
+    evaluation.evaluate_rank(distmat, np.array([1]), g_pids, np.array([0]), g_camids,
+                             protocol='viper')

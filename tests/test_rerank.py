@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from jreid.evaluation import distance
 from jreid.evaluation import metrics
 from jreid.evaluation import rerank
 
@@ -182,3 +183,69 @@ def test_chunked_computation_matches(monkeypatch):
              rerank.k_reciprocal_rerank(q_g, q_q, g_g, k1=8, k2=3))
   for a, b in zip(whole, chunked):
     np.testing.assert_array_equal(a, b)
+
+
+def test_rerank_asymmetric_inputs_match_reference():
+  # The classic algorithm reads columns of [[qq, qg], [qg^T, gg]]: asymmetric inputs check that
+  # the chunked rows are columns, not rows.
+  rng = np.random.default_rng(11)
+  q_g = rng.random((6, 20)).astype(np.float32)
+  q_q = rng.random((6, 6)).astype(np.float32)
+  g_g = rng.random((20, 20)).astype(np.float32)
+  got = rerank.k_reciprocal_rerank(q_g, q_q, g_g, k1=5, k2=3, lambda_value=0.3)
+  np.testing.assert_allclose(got, reference_rerank(q_g, q_q, g_g, 5, 3, 0.3), atol=1e-6, rtol=0)
+
+
+def test_rerank_transpose_tiles(monkeypatch):
+  rng = np.random.default_rng(12)
+  q, g = rng.normal(size=(9, 4)), rng.normal(size=(31, 4))
+  q_g, q_q, g_g = euclidean(q, g), euclidean(q, q) + 0.01, euclidean(g, g)
+  whole = rerank.k_reciprocal_rerank(q_g, q_q, g_g, k1=6, k2=2)
+  monkeypatch.setattr(rerank, '_TRANSPOSE_TILE', 4)
+  monkeypatch.setattr(rerank, '_RANK_CHUNK_ROWS', 5)
+  np.testing.assert_array_equal(rerank.k_reciprocal_rerank(q_g, q_q, g_g, k1=6, k2=2), whole)
+
+
+def planted_problem(seed, num_ids=12, per_id=6, dim=16):
+  rng = np.random.default_rng(seed)
+  centers = rng.normal(size=(num_ids, dim)) * 1.2
+  pids = np.repeat(np.arange(1, num_ids + 1), per_id)
+  directions = rng.normal(size=(num_ids, dim))
+  directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+  feats = (centers[pids - 1] + rng.normal(size=(len(pids), 1)) * 2.0 * directions[pids - 1]
+           + rng.normal(size=(len(pids), dim)) * 0.3).astype(np.float32)
+  is_query = np.tile(np.arange(per_id) == 0, num_ids)
+  return feats[is_query], feats[~is_query], pids[is_query], pids[~is_query]
+
+
+@pytest.mark.parametrize('metric', ['euclidean', 'cosine'])
+def test_rerank_features_equals_exact_mode(metric):
+  q, g, q_pids, g_pids = planted_problem(1)
+  feats = np.concatenate([q, g])
+  dist = distance.compute_distance(feats, feats, metric)
+  nq = len(q)
+  # rerank_features takes the distances as symmetric (row maxima): symmetrise for the exact mode.
+  dist = (dist + dist.T) / 2
+  exact = rerank.k_reciprocal_rerank(dist[:nq, nq:], dist[:nq, :nq], dist[nq:, nq:], k1=6, k2=3)
+  scalable = rerank.rerank_features(q, g, k1=6, k2=3, metric=metric, chunk_size=16)
+  np.testing.assert_allclose(scalable, exact, atol=2e-5, rtol=0)
+  q_cams, g_cams = np.zeros(len(q), int), np.ones(len(g), int)
+  map_exact = metrics.evaluate_rank(exact, q_pids, g_pids, q_cams, g_cams).mAP
+  map_scalable = metrics.evaluate_rank(scalable, q_pids, g_pids, q_cams, g_cams).mAP
+  assert abs(map_exact - map_scalable) < 0.005
+  before = metrics.evaluate_features(q, g, q_pids, g_pids, q_cams, g_cams, metric=metric).mAP
+  assert map_scalable > before
+
+
+def test_rerank_features_in_small_steps(monkeypatch):
+  q, g, _, _ = planted_problem(2, num_ids=5)
+  whole = rerank.rerank_features(q, g, k1=5, k2=2)
+  monkeypatch.setattr(rerank, '_PAIR_ELEMENTS', 40)  # 2 pairs of 16-d features per step
+  np.testing.assert_array_equal(rerank.rerank_features(q, g, k1=5, k2=2, chunk_size=7), whole)
+
+
+def test_rerank_features_bad_inputs():
+  with pytest.raises(ValueError, match='same dim'):
+    rerank.rerank_features(np.ones((2, 3)), np.ones((4, 2)))
+  with pytest.raises(ValueError, match='NaN'):
+    rerank.rerank_features(np.full((2, 3), np.nan), np.ones((4, 3)), k1=2, k2=1)

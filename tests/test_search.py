@@ -108,3 +108,23 @@ def test_faiss_results_are_sorted_by_distance_then_index():
   for row_dist, row_idx in zip(distances, indices):
     np.testing.assert_array_equal(np.lexsort((row_idx, row_dist)), np.arange(10))
     assert len(set(row_idx)) == 10
+
+
+@pytest.mark.parametrize('k', [1, 5, 60])
+def test_topk_smallest_wide_rows_use_sampled_threshold(k, monkeypatch):
+  # Rows of >= 4096 columns take the sampled-threshold path: exact, ties and -0.0 included.
+  calls = []
+  original = search_lib._topk_by_threshold
+  monkeypatch.setattr(search_lib, '_topk_by_threshold',
+                      lambda block, k: calls.append(k) or original(block, k))
+  rng = np.random.default_rng(k)
+  block = rng.integers(0, 300, size=(6, 5000)).astype(np.float32) / 4
+  block[0, :100] = 0.0
+  block[0, 50:70] = -0.0
+  block[1] = 3.0  # one value everywhere
+  block[2, ::2] = -1.0
+  values, order = search_lib.topk_smallest(block, k)
+  expected = np.argsort(block, axis=1, kind='stable')[:, :k]
+  np.testing.assert_array_equal(order, expected)
+  np.testing.assert_array_equal(values, np.take_along_axis(block, expected, axis=1))
+  assert calls == [k]

@@ -31,8 +31,10 @@ def normalize(x: np.ndarray | jax.Array, axis: int = -1, eps: float = 1e-12) -> 
 
 
 @jax.jit
-def _cosine_block(query: jax.Array, gallery_normed: jax.Array) -> jax.Array:
-  sim = jnp.matmul(normalize(query), gallery_normed.T, precision=_HIGHEST)
+def _cosine_block(query: jax.Array, gallery: jax.Array, gallery_inv_norm: jax.Array) -> jax.Array:
+  # Scaling the product by 1 / |g| instead of normalising a copy of the gallery keeps memory at
+  # one gallery (the MSMT17 gallery is 0.7 GB at 2048-d).
+  sim = jnp.matmul(normalize(query), gallery.T, precision=_HIGHEST) * gallery_inv_norm[None, :]
   return 1.0 - sim
 
 
@@ -83,7 +85,8 @@ def iter_distance_blocks(
         f'{gallery.shape[1]}: both must come from the same model and head.')
 
   if metric == 'cosine':
-    block_fn = functools.partial(_cosine_block, gallery_normed=normalize(gallery))
+    inv_norm = 1.0 / jnp.maximum(jnp.linalg.norm(gallery, axis=1), 1e-12)
+    block_fn = functools.partial(_cosine_block, gallery=gallery, gallery_inv_norm=inv_norm)
   else:
     block_fn = functools.partial(
         _euclidean_block, gallery=gallery, gallery_sq=jnp.sum(gallery * gallery, axis=1))

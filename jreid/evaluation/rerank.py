@@ -12,9 +12,20 @@ k-reciprocal set is ``R(p, k) = {j in N(p, k) : p in N(j, k)}``. Each probe ``p`
    ranking)``;
 4. the Jaccard distance ``1 - m / (2 - m)`` with ``m = sum_j min(V_p[j], V_g[j])``.
 
-Rankings are stable argsorts (ties by index). The sparse ``V`` and the overlaps are built with
-scipy.sparse; the Jaccard sums run over an inverted index (columns of ``V``) in row chunks, so
-the cost is ``O(N x k1 x |R*|)`` on top of the dense ``N x N`` distance matrix itself.
+Rankings are stable argsorts (ties by index), of which only the first ``k1 + 1`` items are
+ever used: rows of distances are reduced to them chunk by chunk (``search.topk_smallest``), so
+no ``N x N`` matrix or argsort is built. The sparse ``V`` and the overlaps are built with
+scipy.sparse; the Jaccard sums run over an inverted index (columns of ``V``) in row chunks and
+only over pairs with shared support (all others are exactly 1), so the cost is
+``O(N x k1 x |R*|)`` on top of one pass over the distances.
+
+Two modes of the same algorithm:
+
+* exact, ``k_reciprocal_rerank(q_g, q_q, g_g)``: the classic dense algorithm on given matrices
+  (columns of the block matrix, as the original code's transpose), equal to it on any input;
+* scalable, ``rerank_features(query_feats, gallery_feats)``: distances computed in row chunks
+  with JAX matmuls and taken as symmetric; memory is the ``[q, g]`` result plus the features
+  (MSMT17: 3.8 GB), time one ``(q+g)^2`` matmul.
 """
 
 import jax
@@ -22,12 +33,18 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse
 
+from jreid.evaluation import distance
 from jreid.evaluation import search as search_lib
 
 JACCARD_METRICS = ('cosine', 'euclidean')
 
-# Rows ranked at once (np.argpartition makes an int64 copy of the rows).
+# Rows of the (q+g)^2 matrix built and reduced to their top k1 + 1 at once.
 _RANK_CHUNK_ROWS = 1024
+# Feature elements gathered per step when rerank_features recomputes pair distances: two
+# [pairs, dim] gathers of 64 MB (2**18 pairs of 2048-d features took 3.8 GB at Market scale).
+_PAIR_ELEMENTS = 1 << 24
+# Tile side of the blocked transposes.
+_TRANSPOSE_TILE = 256
 # Bound on the dense [rows, columns] accumulator of one chunk of Jaccard rows.
 _JACCARD_CHUNK_ELEMENTS = 1 << 22
 
@@ -47,8 +64,10 @@ def _reciprocal_sets(rank: np.ndarray, width: int) -> scipy.sparse.csr_matrix:
   forward = rank[:, :width]
   rows = np.repeat(np.arange(n), forward.shape[1])
   cols = forward.reshape(-1)
-  edges = rows * n + cols
-  reciprocal = np.isin(cols * n + rows, edges)
+  edges = np.sort(rows * n + cols)
+  reverse = cols * n + rows
+  found = np.minimum(np.searchsorted(edges, reverse), len(edges) - 1)
+  reciprocal = edges[found] == reverse  # (np.isin was several times slower)
   return scipy.sparse.csr_matrix(
       (np.ones(int(reciprocal.sum()), bool), (rows[reciprocal], cols[reciprocal])),
       shape=(n, n))
@@ -65,12 +84,16 @@ def _expanded_sets(rank: np.ndarray, full_width: int, half_width: int) -> scipy.
   return (full + overlap @ half).astype(bool).tocsr()
 
 
-def _encode(dist: np.ndarray, expanded: scipy.sparse.csr_matrix) -> scipy.sparse.csr_matrix:
-  """Float32 CSR ``V``: ``softmax(-dist[p, R*(p)])`` on each row's expanded set."""
+def _encode(dist, expanded: scipy.sparse.csr_matrix) -> scipy.sparse.csr_matrix:
+  """Float32 CSR ``V``: ``softmax(-dist[p, R*(p)])`` on each row's expanded set.
+
+  ``dist`` is a dense ``[n, n]`` array or a function ``(rows, cols) -> float32 values``.
+  """
   expanded = expanded.tocsr()
   expanded.sort_indices()
   rows = np.repeat(np.arange(expanded.shape[0]), np.diff(expanded.indptr))
-  weights = np.exp(-dist[rows, expanded.indices]).astype(np.float32)
+  values = dist(rows, expanded.indices) if callable(dist) else dist[rows, expanded.indices]
+  weights = np.exp(-values).astype(np.float32)
   sums = np.bincount(rows, weights=weights, minlength=expanded.shape[0]).astype(np.float32)
   weights /= sums[rows]
   return scipy.sparse.csr_matrix((weights, expanded.indices, expanded.indptr),
@@ -91,12 +114,18 @@ def _local_query_expansion(v: scipy.sparse.csr_matrix, rank: np.ndarray,
   return expanded
 
 
-def _jaccard(v: scipy.sparse.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-  """``1 - m / (2 - m)``, ``m[a, b] = sum_j min(V[rows[a], j], V[cols[b], j])``, float32."""
+def _jaccard(v: scipy.sparse.csr_matrix, rows: np.ndarray, cols: np.ndarray,
+             out: np.ndarray | None = None) -> np.ndarray:
+  """``1 - m / (2 - m)``, ``m[a, b] = sum_j min(V[rows[a], j], V[cols[b], j])``, float32.
+
+  Pairs whose ``V`` rows share no support have ``m = 0``, distance exactly 1: only the pairs
+  reached through the inverted index are summed. Written into ``out`` when given.
+  """
   v = v.tocsr()
   # Inverted index: for each feature j, the positions b with V[cols[b], j] != 0.
   inverted = v[cols].T.tocsr()  # [features, len(cols)]
-  out = np.empty((len(rows), len(cols)), np.float32)
+  if out is None:
+    out = np.empty((len(rows), len(cols)), np.float32)
   chunk = max(1, _JACCARD_CHUNK_ELEMENTS // max(len(cols), 1))
   for start in range(0, len(rows), chunk):
     block = v[rows[start:start + chunk]].tocoo()
@@ -118,6 +147,42 @@ def _check_square(name: str, x: np.ndarray, n: int) -> None:
     raise ValueError(f'{name} must have shape ({n}, {n}), got {x.shape}.')
 
 
+def _column_max_squared(q_g: np.ndarray, q_q: np.ndarray, g_g: np.ndarray) -> np.ndarray:
+  """``max_i block[i, p]^2`` of every column of ``[[qq, qg], [qg^T, gg]]``, float32, without
+  squaring (or copying) the matrices: the max of squares is the square of the max magnitude."""
+  def magnitude(x, axis):
+    return np.maximum(x.max(axis=axis), -x.min(axis=axis))
+  query = np.maximum(magnitude(q_q, 0), magnitude(q_g, 1))
+  gallery = np.maximum(magnitude(q_g, 0), magnitude(g_g, 0))
+  return np.square(np.concatenate([query, gallery]).astype(np.float32))
+
+
+def _transpose_into(out: np.ndarray, x: np.ndarray) -> None:
+  """``out[:] = x.T`` in square tiles: a plain strided transpose of a slice of a large matrix
+  was about 10x slower (cache misses)."""
+  for start in range(0, x.shape[0], _TRANSPOSE_TILE):
+    out[:, start:start + _TRANSPOSE_TILE] = x[start:start + _TRANSPOSE_TILE].T
+
+
+def _normalised_rows(q_g, q_q, g_g, colmax, start, stop) -> np.ndarray:
+  """Rows ``start:stop`` of the classic ``(block^2 / column max)^T``: row p is column p of the
+  block ``[[qq, qg], [qg^T, gg]]``, squared, divided by its maximum. float32 ``[rows, q+g]``."""
+  num_query = q_q.shape[0]
+  rows = np.empty((stop - start, num_query + g_g.shape[0]), np.float32)
+  if start < num_query:  # query columns: [qq[:, p]; qg[p, :]]
+    end = min(stop, num_query)
+    _transpose_into(rows[:end - start, :num_query], q_q[:, start:end])
+    rows[:end - start, num_query:] = q_g[start:end]
+  if stop > num_query:  # gallery columns: [qg[:, j]; gg[:, j]]
+    lo, hi = max(start, num_query) - num_query, stop - num_query
+    offset = max(start, num_query) - start
+    _transpose_into(rows[offset:, :num_query], q_g[:, lo:hi])
+    _transpose_into(rows[offset:, num_query:], g_g[:, lo:hi])
+  np.square(rows, out=rows)
+  rows /= colmax[start:stop, None]
+  return rows
+
+
 def k_reciprocal_rerank(
     q_g_dist: np.ndarray,
     q_q_dist: np.ndarray,
@@ -126,16 +191,20 @@ def k_reciprocal_rerank(
     k2: int = 6,
     lambda_value: float = 0.3,
 ) -> np.ndarray:
-  """Re-ranked ``[num_query, num_gallery]`` distances (Zhong et al., CVPR 2017).
+  """Re-ranked ``[num_query, num_gallery]`` distances (Zhong et al., CVPR 2017), exact mode.
 
   The classic dense algorithm: the ``(q+g) x (q+g)`` matrix ``[[qq, qg], [qg^T, gg]]`` is
   squared, each column divided by its maximum and the result transposed (so row ``p`` holds
-  ``d(p, .)^2 / max_j d(j, p)^2``); rankings, ``N(p, k1)`` (``k1 + 1`` items) and the weights
+  ``d(., p)^2 / max_j d(j, p)^2``); rankings, ``N(p, k1)`` (``k1 + 1`` items) and the weights
   ``V`` come from it (see the module docstring) and the result is
   ``(1 - lambda) * jaccard + lambda * original`` on the query-gallery block.
 
-  Memory is about three dense ``(q+g)^2`` float32 arrays: at Market-1501 size (3368 + 15913)
-  this took 16.5 s and 4.4 GB peak RSS on the project's 2-core CPU machine.
+  Results equal the dense algorithm, but the ``(q+g)^2`` matrix is never built: its rows are
+  made from the inputs ``_RERANK_CHUNK_ROWS`` at a time and reduced to their top ``k1 + 1``
+  (``search.topk_smallest``), the weights ``V`` read the few entries they need from the inputs,
+  and the Jaccard term is computed only for pairs with shared support. Extra memory is the
+  ``[q, g]`` result plus ``O(chunk x (q+g))``. For distances that do not fit in memory, use
+  ``rerank_features``.
 
   Args:
     q_g_dist: ``[q, g]`` query-gallery distances (e.g. ``compute_distance``).
@@ -156,26 +225,142 @@ def k_reciprocal_rerank(
   num_query, num_gallery = q_g_dist.shape
   _check_square('q_q_dist', q_q_dist, num_query)
   _check_square('g_g_dist', g_g_dist, num_gallery)
+  _check_params(k1, k2, lambda_value)
+  colmax = _column_max_squared(q_g_dist, q_q_dist, g_g_dist)
+  if not np.isfinite(colmax).all():
+    raise ValueError('The distance matrices contain NaN or inf: check the features.')
+  total = num_query + num_gallery
+  width = min(max(k1 + 1, k2), total)
+  rank = np.concatenate([
+      search_lib.topk_smallest(
+          _normalised_rows(q_g_dist, q_q_dist, g_g_dist, colmax, start,
+                           min(start + _RANK_CHUNK_ROWS, total)), width)[1]
+      for start in range(0, total, _RANK_CHUNK_ROWS)])
+
+  def original(rows, cols):
+    """Entries ``(block[cols, rows])^2 / colmax[rows]`` of the normalised transposed matrix."""
+    values = np.empty(len(rows), np.float32)
+    for row_is_q in (True, False):
+      for col_is_q in (True, False):
+        sel = ((rows < num_query) == row_is_q) & ((cols < num_query) == col_is_q)
+        p = rows[sel] - (0 if row_is_q else num_query)
+        j = cols[sel] - (0 if col_is_q else num_query)
+        if row_is_q and col_is_q:
+          values[sel] = q_q_dist[j, p]
+        elif row_is_q:
+          values[sel] = q_g_dist[p, j]
+        elif col_is_q:
+          values[sel] = q_g_dist[j, p]
+        else:
+          values[sel] = g_g_dist[j, p]
+    values = np.square(values)
+    values /= colmax[rows]
+    return values
+
+  return _rerank_from_rank(rank, original, num_query, k1, k2, lambda_value,
+                           lambda rows: np.square(q_g_dist[rows]) / colmax[rows][:, None])
+
+
+def _check_params(k1: int, k2: int, lambda_value: float) -> None:
   if k1 < 1 or k2 < 1:
     raise ValueError(f'k1 and k2 must be >= 1, got k1={k1}, k2={k2}.')
   if not 0.0 <= lambda_value <= 1.0:
     raise ValueError(f'lambda_value must be in [0, 1], got {lambda_value}.')
-  original = np.block([[q_q_dist, q_g_dist], [q_g_dist.T, g_g_dist]])
-  if not np.isfinite(original).all():
-    raise ValueError('The distance matrices contain NaN or inf: check the features.')
-  np.square(original, out=original)
-  original /= original.max(axis=0)
-  original = np.ascontiguousarray(original.T)
 
-  rank = _initial_rank(original, max(k1 + 1, k2))
+
+def _rerank_from_rank(rank, original, num_query, k1, k2, lambda_value, query_original_rows):
+  """Steps 1-4 of the module docstring from the top lists and an entry lookup of the
+  normalised distance; ``query_original_rows(rows)`` gives the ``[rows, g]`` original term."""
+  total = rank.shape[0]
   expanded = _expanded_sets(rank, k1 + 1, int(np.around(k1 / 2)) + 1)
   v = _encode(original, expanded)
   if k2 != 1:
     v = _local_query_expansion(v, rank, k2)
-  total = num_query + num_gallery
-  jaccard = _jaccard(v, np.arange(num_query), np.arange(num_query, total))
-  final = jaccard * (1.0 - lambda_value) + original[:num_query, num_query:] * lambda_value
-  return final.astype(np.float32)
+  final = _jaccard(v, np.arange(num_query), np.arange(num_query, total))
+  for start in range(0, num_query, _RANK_CHUNK_ROWS):
+    rows = slice(start, min(start + _RANK_CHUNK_ROWS, num_query))
+    final[rows] = final[rows] * (1.0 - lambda_value) + query_original_rows(rows) * lambda_value
+  return final
+
+
+def rerank_features(
+    query_feats: np.ndarray,
+    gallery_feats: np.ndarray,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    metric: str = 'euclidean',
+    chunk_size: int = 1024,
+) -> np.ndarray:
+  """k-reciprocal re-ranking from features, scalable mode (any size that the result fits).
+
+  The same algorithm as ``k_reciprocal_rerank`` applied to the distances of all ``q + g``
+  items among themselves (``jreid.evaluation.distance``, ``metric``), taken as symmetric: the
+  column maximum of the classic algorithm is each item's row maximum. Rows of distances are
+  computed ``chunk_size`` at a time with jitted JAX matmuls (on the JAX device) and reduced to
+  their maximum, their top ``k1 + 1`` and, for query rows, the original term; the weights
+  ``V`` recompute the few distances they need from the features; the Jaccard term is sparse.
+  Memory: the features, the ``[q, g]`` float32 result and ``O(chunk_size x (q+g))``; time: one
+  ``(q+g)^2`` matmul. Equal to ``k_reciprocal_rerank`` on the matrices of
+  ``compute_distance`` up to float32 rounding of the distances (tested).
+
+  Args:
+    query_feats: ``[q, dim]`` features.
+    gallery_feats: ``[g, dim]`` features.
+    k1, k2, lambda_value: as in ``k_reciprocal_rerank``.
+    metric: ``'euclidean'`` (the original paper's) or ``'cosine'`` (``1 - cos``).
+    chunk_size: rows of distances per step.
+
+  Returns:
+    float32 ``[q, g]`` distances.
+  """
+  query_feats = np.asarray(query_feats, np.float32)
+  gallery_feats = np.asarray(gallery_feats, np.float32)
+  if (query_feats.ndim != 2 or gallery_feats.ndim != 2
+      or query_feats.shape[1] != gallery_feats.shape[1]):
+    raise ValueError(
+        f'rerank_features needs [num_query, dim] and [num_gallery, dim] features of the same '
+        f'dim, got {query_feats.shape} and {gallery_feats.shape}.')
+  _check_params(k1, k2, lambda_value)
+  if not (np.isfinite(query_feats).all() and np.isfinite(gallery_feats).all()):
+    raise ValueError('The features contain NaN or inf: check the model output.')
+  num_query = query_feats.shape[0]
+  feats = np.concatenate([query_feats, gallery_feats])
+  total = feats.shape[0]
+  width = min(max(k1 + 1, k2), total)
+  rank = np.empty((total, width), np.int64)
+  rowmax = np.empty(total, np.float32)
+  query_original = np.empty((num_query, total - num_query), np.float32)
+  for start, block in distance.iter_distance_blocks(feats, feats, metric, chunk_size):
+    rows = slice(start, start + len(block))
+    block = np.square(block)  # (a read-only view of the JAX output)
+    rowmax[rows] = block.max(axis=1)
+    block /= rowmax[rows, None]
+    rank[rows] = search_lib.topk_smallest(block, width)[1]
+    if start < num_query:
+      q_rows = slice(start, min(start + len(block), num_query))
+      query_original[q_rows] = block[:q_rows.stop - start, num_query:]
+
+  if metric == 'cosine':
+    normed = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+  sq_norms = np.sum(feats * feats, axis=1)
+
+  step = max(1, _PAIR_ELEMENTS // feats.shape[1])
+
+  def original(rows, cols):
+    values = np.empty(len(rows), np.float32)
+    for start in range(0, len(rows), step):
+      r, c = rows[start:start + step], cols[start:start + step]
+      if metric == 'cosine':
+        d = 1.0 - np.einsum('nd,nd->n', normed[r], normed[c])
+      else:
+        d = np.sqrt(np.maximum(
+            sq_norms[r] + sq_norms[c] - 2.0 * np.einsum('nd,nd->n', feats[r], feats[c]), 0.0))
+      values[start:start + len(r)] = np.square(d.astype(np.float32)) / rowmax[r]
+    return values
+
+  return _rerank_from_rank(rank, original, num_query, k1, k2, lambda_value,
+                           lambda rows: query_original[rows])
 
 
 def jaccard_distance(
