@@ -15,7 +15,116 @@ FASTREID_MODEL_ZOO = {
     ('bagtricks', 'r50_ibn', 'msmt17'): {'rank1': 76.9, 'mAP': 55.0, 'mINP': 13.5},
 }
 
+# RGB-infrared cross-modality re-ID, ImageNet-pretrained ResNet-50 two-stream, 288x144.
+# AGW: Ye et al., "Deep Learning for Person Re-identification: A Survey and Outlook" (TPAMI 2021)
+# and mangye16/Cross-Modal-Re-ID-baseline README; SYSU-MM01 all-search single-shot,
+# RegDB visible -> thermal. CMGR: "Efficient Cross-modality Graph Reasoning for RGB-Infrared
+# Person Re-identification" (IEEE SPL 2021). SYSU numbers use the identity-ranking CMC of the
+# reference evaluation (jreid.evaluation.cross_modality).
+CROSS_MODALITY = {
+    ('agw', 'r50', 'sysu_mm01_all'): {'rank1': 47.50, 'mAP': 47.65, 'mINP': 35.30},
+    ('agw', 'r50', 'regdb'): {'rank1': 70.05, 'mAP': 66.37, 'mINP': 50.19},
+    ('cmgr', 'r50', 'sysu_mm01_all'): {'rank1': 52.64, 'mAP': 51.37, 'mINP': None},
+    ('cmgr', 'r50', 'sysu_mm01_indoor'): {'rank1': 60.33, 'mAP': 66.75, 'mINP': None},
+    ('cmgr', 'r50', 'regdb'): {'rank1': 75.58, 'mAP': 67.86, 'mINP': None},
+}
+
+
+# QAConv README (github.com/ShengcaiLiao/QAConv, "Performance"): direct cross-dataset evaluation,
+# no transfer learning. Key: (training data, version) -> test set -> Rank-1/mAP, plus the
+# training hours the README reports. ResNet-50(-IBN-b) to layer3, 384x128.
+QACONV = {
+    ('market1501', 'QAConv 1.0'): {'train_hours': 1.33, 'cuhk03_np_detected': (9.9, 8.6),
+                                   'msmt17': (22.6, 7.0)},
+    ('market1501', 'QAConv 2.1'): {'train_hours': 0.25, 'cuhk03_np_detected': (19.1, 18.1),
+                                   'msmt17': (45.9, 17.2)},
+    ('msmt17', 'QAConv 2.1'): {'train_hours': 0.73, 'cuhk03_np_detected': (20.9, 20.6),
+                               'market1501': (79.1, 49.5)},
+    ('msmt17_all', 'QAConv 1.0'): {'train_hours': 26.90, 'cuhk03_np_detected': (25.3, 22.6),
+                                   'market1501': (72.6, 43.1)},
+    ('msmt17_all', 'QAConv 2.1'): {'train_hours': 3.42, 'cuhk03_np_detected': (27.6, 28.0),
+                                   'market1501': (82.4, 56.9)},
+    ('randperson', 'QAConv 2.1'): {'train_hours': 2.0, 'cuhk03_np_detected': (18.4, 16.1),
+                                   'market1501': (76.7, 46.7), 'msmt17': (45.1, 15.5)},
+}
+
+
+def qaconv_lookup(train: str, test: str, version: str = 'QAConv 2.1') -> dict[str, float] | None:
+  """{'rank1', 'mAP'} of QAConv trained on `train` and tested on `test`, or None."""
+  row = QACONV.get((train, version), {})
+  if test not in row:
+    return None
+  rank1, m_ap = row[test]
+  return {'rank1': rank1, 'mAP': m_ap}
+
 
 def lookup(method: str, backbone: str, dataset: str) -> dict[str, float | None] | None:
   """The published numbers of a (method, backbone, dataset) triple, or None."""
-  return FASTREID_MODEL_ZOO.get((method, backbone, dataset))
+  key = (method, backbone, dataset)
+  return FASTREID_MODEL_ZOO.get(key) or CROSS_MODALITY.get(key) or PPLR_PAPER.get(key)
+
+
+# FastReID docs/MODEL_ZOO.md at JDAI-CV/fast-reid commit c1dc491 (the table with the v0.1.1 release
+# checkpoints; ImageNet-pretrained, 1 P40 GPU). Keys (method, backbone, dataset); methods
+# bagtricks/agw/sbs/mgn, backbones r50/r50_ibn/s50/r101_ibn as in configs/*.py variants. The six
+# bagtricks entries of FASTREID_MODEL_ZOO above come from an older revision of the table.
+FASTREID_MODEL_ZOO_V1 = {
+    (m, b, d): {'rank1': r1, 'mAP': ap, 'mINP': inp}
+    for (m, d), rows in {
+        ('bagtricks', 'market1501'): {'r50': (94.4, 86.1, 59.4), 'r50_ibn': (94.9, 87.6, 64.1),
+                                      's50': (95.2, 88.7, 66.9), 'r101_ibn': (95.4, 88.9, 67.4)},
+        ('agw', 'market1501'): {'r50': (95.3, 88.2, 66.3), 'r50_ibn': (95.1, 88.7, 67.1),
+                                's50': (95.3, 89.3, 68.5), 'r101_ibn': (95.5, 89.5, 69.5)},
+        ('sbs', 'market1501'): {'r50': (95.4, 88.2, 64.8), 'r50_ibn': (95.7, 89.3, 67.5),
+                                's50': (95.8, 89.4, 67.6), 'r101_ibn': (96.3, 90.3, 70.0)},
+        ('mgn', 'market1501'): {'r50_ibn': (95.8, 89.8, 67.7)},
+        ('bagtricks', 'dukemtmc'): {'r50': (87.2, 77.0, 42.1), 'r50_ibn': (89.3, 79.6, 45.2),
+                                    's50': (90.0, 80.13, 45.8), 'r101_ibn': (91.2, 81.2, 47.5)},
+        ('agw', 'dukemtmc'): {'r50': (89.0, 79.9, 46.1), 'r50_ibn': (90.5, 80.8, 47.6),
+                              's50': (90.9, 82.4, 49.2), 'r101_ibn': (91.7, 82.3, 50.0)},
+        ('sbs', 'dukemtmc'): {'r50': (90.3, 80.3, 46.5), 'r50_ibn': (90.8, 81.2, 47.0),
+                              's50': (91.0, 81.4, 47.6), 'r101_ibn': (91.9, 83.6, 51.5)},
+        ('mgn', 'dukemtmc'): {'r50_ibn': (91.1, 82.0, 46.8)},
+        ('bagtricks', 'msmt17'): {'r50': (74.1, 50.2, 10.4), 'r50_ibn': (77.0, 54.4, 12.5),
+                                  's50': (80.8, 59.9, 16.3), 'r101_ibn': (81.0, 59.4, 15.6)},
+        ('agw', 'msmt17'): {'r50': (78.3, 55.6, 12.9), 'r50_ibn': (81.2, 59.7, 15.3),
+                            's50': (82.6, 62.6, 17.7), 'r101_ibn': (82.0, 61.4, 17.3)},
+        ('sbs', 'msmt17'): {'r50': (81.8, 58.4, 13.9), 'r50_ibn': (83.9, 60.6, 15.2),
+                            's50': (84.1, 61.7, 15.2), 'r101_ibn': (84.8, 62.8, 16.3)},
+        ('mgn', 'msmt17'): {'r50_ibn': (85.1, 65.4, 18.4)},
+        ('sbs', 'veri'): {'r50_ibn': (97.0, 81.9, 46.3)},
+    }.items()
+    for b, (r1, ap, inp) in rows.items()
+}
+
+# Same source, vehicle sets: BoT(R50-ibn) (+ GeM, weighted soft-margin triplet), 4 P40 GPUs.
+# VehicleID: 10-fold test protocol, Rank-1/Rank-5 per test size.
+FASTREID_VEHICLEID = {
+    'small': {'rank1': 86.6, 'rank5': 97.9},
+    'medium': {'rank1': 82.9, 'rank5': 96.0},
+    'large': {'rank1': 80.6, 'rank5': 93.9},
+}
+FASTREID_VERIWILD = {
+    'small': {'rank1': 96.4, 'mAP': 87.7, 'mINP': 69.2},
+    'medium': {'rank1': 95.1, 'mAP': 83.5, 'mINP': 61.2},
+    'large': {'rank1': 92.5, 'mAP': 77.3, 'mINP': 49.8},
+}
+
+
+def lookup_model_zoo(method: str, backbone: str, dataset: str) -> dict[str, float] | None:
+  """FastReID model-zoo numbers (FASTREID_MODEL_ZOO_V1) of a (method, backbone, dataset)."""
+  return FASTREID_MODEL_ZOO_V1.get((method, backbone, dataset))
+
+
+# PPLR (Cho et al., "Part-based Pseudo Label Refinement for Unsupervised Person
+# Re-identification", CVPR 2022), fully unsupervised, ImageNet-pretrained ResNet-50, 384x128.
+# 'pplr_cam' = with camera labels (train_pplr_cam.py). The pplr_cam rows were checked against
+# the paper's Papers-with-Code entry; the plain pplr rows are the paper's Table 1 values as
+# recalled here and should be re-checked against the PDF before being quoted.
+PPLR_PAPER = {
+    ('pplr', 'r50', 'market1501'): {'mAP': 81.5, 'rank1': 92.8, 'rank5': 97.1, 'rank10': 98.1},
+    ('pplr', 'r50', 'msmt17'): {'mAP': 31.4, 'rank1': 61.1, 'rank5': 73.4, 'rank10': 77.8},
+    ('pplr_cam', 'r50', 'market1501'): {'mAP': 84.4, 'rank1': 94.3, 'rank5': 97.8,
+                                        'rank10': 98.6},
+    ('pplr_cam', 'r50', 'msmt17'): {'mAP': 42.2, 'rank1': 73.3, 'rank5': 83.5, 'rank10': 86.5},
+}

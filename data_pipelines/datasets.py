@@ -203,14 +203,36 @@ def _synthvehicle(cfg: ml_collections.ConfigDict) -> dict[str, ReIDSplit]:
   return veri.load_veri(root, data_dir=root.parent / (root.name + '_tfds'))
 
 
-def load_dataset(cfg: ml_collections.ConfigDict) -> dict[str, ReIDSplit]:
-  """The 'train', 'query' and 'gallery' splits of `cfg.name`."""
+def load_dataset(cfg: ml_collections.ConfigDict,
+                 required: tuple[str, ...] = ('train', 'query', 'gallery')
+                 ) -> dict[str, ReIDSplit]:
+  """The 'train', 'query' and 'gallery' splits of `cfg.name`; `required` ones must be non-empty
+  (a test set only needs 'query' and 'gallery', e.g. the test-only Partial-REID)."""
   if cfg.name not in DATASETS:
     raise DatasetError(f'unknown dataset {cfg.name!r}; known: {", ".join(sorted(DATASETS))}')
   splits = DATASETS[cfg.name](cfg)
   if cfg.get('combine_all', False):  # Train on train + query + gallery (QAConv).
     splits = combine.combine_all(splits, junk_pids=combine.junk_ids(cfg.name))
-  for name in ('train', 'query', 'gallery'):
+  for name in required:
     if name not in splits or len(splits[name]) == 0:
-      raise DatasetError(f'dataset {cfg.name!r} has an empty {name!r} split')
+      raise DatasetError(f'dataset {cfg.name!r} has an empty {name!r} split' + (
+          ': it cannot be trained on; use it as a test set (config.eval.testsets)'
+          if name == 'train' else ': it cannot be tested on'))
   return splits
+
+
+def load_testset(cfg: ml_collections.ConfigDict, entry: str) -> dict[str, ReIDSplit]:
+  """The query and gallery splits of one `config.eval.testsets` entry, 'name' or 'name:root'.
+
+  Everything else (cache folder, synthetic specs, test size, trial) comes from `cfg`
+  (config.dataset); combine-all never applies to a test set.
+  """
+  name, _, root = str(entry).partition(':')
+  test_cfg = ml_collections.ConfigDict(cfg.to_dict())
+  test_cfg.name = name
+  test_cfg.combine_all = False
+  if root:
+    test_cfg.root = root
+  elif name != cfg.name:
+    test_cfg.root = ''
+  return load_dataset(test_cfg, required=('query', 'gallery'))

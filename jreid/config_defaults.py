@@ -41,10 +41,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.augment.random_erasing_prob = 0.5
   c.augment.random_erasing_value = 'mean'
   c.augment.color_jitter_prob = 0.0
+  # Ordered op chain, e.g. ('flip', 'pad_crop', 'autoaugment(prob=0.1)', 'random_erasing'); each
+  # 'name' or 'name(literal args)' of data_pipelines.transforms.TRANSFORMS, defaults from the
+  # keys above. Empty: resize, flip, pad + crop, colour jitter, random erasing from those keys.
+  c.augment.ops = ()
+  # Batch ops after batching (transforms.build_batch_transform), e.g. ('random_patch(prob=0.5)',).
+  c.augment.batch_ops = ()
 
   c.sampler = ml_collections.ConfigDict()
-  c.sampler.name = 'pk'
+  c.sampler.name = 'pk'  # 'pk' | 'balanced' | 'set_reweight' (samplers.build_sampler).
   c.sampler.num_instances = 4  # K; P = batch_size // K.
+  c.sampler.set_weight = ()  # 'set_reweight': identities per set (camid) per unit; () = 1 each.
 
   c.data = ml_collections.ConfigDict()
   c.data.num_parallel_calls = -1  # tf.data AUTOTUNE.
@@ -105,4 +112,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.untrained = True  # Also evaluate the network before the first step.
   c.eval.histogram_baseline = True  # Hand-crafted colour-histogram baseline in the report.
   c.eval.rank_list_queries = 8  # Queries shown in the report's rank-list grid.
+  c.eval.flip = False  # Flip test: average the features of each image and its mirror image.
+  c.eval.roc = True  # Verification ROC (TPR at FPR 1e-4, 1e-3, 1e-2) and its plot.
+  c.eval.aqe = False  # Post-processing row: FastReID alpha query expansion of query and gallery,
+  c.eval.aqe_k = 5
+  c.eval.aqe_alpha = 3.0
+  c.eval.aqe_times = 1
+  c.eval.rerank = False  # ... then k-reciprocal re-ranking (Zhong et al. 2017, scalable mode).
+  c.eval.rerank_k1 = 20
+  c.eval.rerank_k2 = 6
+  c.eval.rerank_lambda = 0.3
+  # More test sets for the same model, one table row each: names of data_pipelines.datasets, or
+  # 'name:/path/to/root' for an extracted public dataset, e.g. ('synthreid_b',).
+  c.eval.testsets = ()
   return c

@@ -17,14 +17,20 @@ import numpy as np
 from data_pipelines import input_pipeline
 from data_pipelines.types import ReIDSplit
 from jreid import parallel
-from jreid.evaluation import RankResult, compute_distance, evaluate_features
+from jreid.evaluation import RankResult, alpha_query_expansion, compute_distance
+from jreid.evaluation import evaluate_features, evaluate_rank, rerank_features
 
 
-def make_predict_fn(model, mesh: jax.sharding.Mesh, output: str = 'embedding'):
-  """jit(variables, batch) -> (model output `output`, index, mask), replicated on every device."""
+def make_predict_fn(model, mesh: jax.sharding.Mesh, output: str = 'embedding', flip: bool = False):
+  """jit(variables, batch) -> (model output `output`, index, mask), replicated on every device.
+
+  flip: average the output with that of the horizontally flipped images (flip test).
+  """
 
   def predict(variables, batch):
     emb = model.apply(variables, batch['image'], train=False)[output]
+    if flip:
+      emb = (emb + model.apply(variables, batch['image'][:, :, ::-1], train=False)[output]) / 2
     return emb, batch['index'], batch['mask']
 
   return jax.jit(predict, out_shardings=parallel.replicated_sharding(mesh))
@@ -92,9 +98,35 @@ class EvalOutput:
 
 def evaluate_splits(model, variables: dict[str, Any], query: ReIDSplit, gallery: ReIDSplit,
                     config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> EvalOutput:
-  """Extracts query and gallery features and computes the Market-protocol rank metrics."""
-  predict = make_predict_fn(model, mesh)
-  qf = extract_features(predict, variables, query, config.input, config.eval.batch_size, mesh)
-  gf = extract_features(predict, variables, gallery, config.input, config.eval.batch_size, mesh)
-  result = rank_metrics(qf, gf, query, gallery, config.eval.metric, config.eval.max_rank)
-  return EvalOutput(result.to_dict(), result, qf, gf, metric=config.eval.metric)
+  """Extracts query and gallery features and computes the Market-protocol rank metrics.
+
+  `config.eval` options: `flip` (average with the flipped images' features), `roc` (TPR at
+  FPR 1e-4/1e-3/1e-2 and the curve for the report), and the post-processing row
+  `aqe` (FastReID's alpha query expansion of query and gallery) then `rerank` (k-reciprocal
+  re-ranking, scalable mode), reported next to the plain result.
+  """
+  ev = config.eval
+  predict = make_predict_fn(model, mesh, flip=ev.get('flip', False))
+  qf = extract_features(predict, variables, query, config.input, ev.batch_size, mesh)
+  gf = extract_features(predict, variables, gallery, config.input, ev.batch_size, mesh)
+  result = evaluate_features(qf, gf, query.pids, gallery.pids, query.camids, gallery.camids,
+                             metric=ev.metric, max_rank=ev.max_rank, roc=ev.get('roc', False))
+  output = EvalOutput(result.to_dict(), result, qf, gf, metric=ev.metric)
+  steps = []
+  pq, pg = qf, gf
+  if ev.get('aqe', False):
+    pq, pg = alpha_query_expansion(qf, gf, qe_times=ev.aqe_times, qe_k=ev.aqe_k,
+                                   alpha=ev.aqe_alpha)
+    steps.append('aqe')
+  if ev.get('rerank', False):
+    dist = rerank_features(pq, pg, k1=ev.rerank_k1, k2=ev.rerank_k2,
+                           lambda_value=ev.rerank_lambda, metric=ev.metric)
+    post = evaluate_rank(dist, query.pids, gallery.pids, query.camids, gallery.camids,
+                         max_rank=ev.max_rank)
+    steps.append('rerank')
+  elif steps:
+    post = evaluate_features(pq, pg, query.pids, gallery.pids, query.camids, gallery.camids,
+                             metric=ev.metric, max_rank=ev.max_rank)
+  if steps:
+    output.extra_rows[' + '.join(steps)] = post.to_dict()
+  return output

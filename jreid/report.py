@@ -142,12 +142,63 @@ def _md_table_to_html(table: str) -> str:
   return '\n'.join(out)
 
 
-def write_report(workdir: pathlib.Path, config, setup, output, baselines: dict[str, Any]) -> None:
-  """Writes report.md and report.html with the results table and plots."""
+def plot_roc(roc, path: pathlib.Path) -> None:
+  """Verification ROC (TPR against FPR, log scale) with the reported operating points."""
+  plt = _plt()
+  fig, ax = plt.subplots(figsize=(5, 4))
+  keep = roc.fpr > 0
+  ax.plot(roc.fpr[keep], 100 * roc.tpr[keep])
+  for f, t in zip(roc.fpr_targets, roc.tpr_at_fpr):
+    ax.plot([f], [100 * t], 'o', label=f'TPR@FPR={f:.0e}: {100 * t:.1f}%')
+  ax.set_xscale('log'); ax.set_xlabel('false positive rate'); ax.set_ylabel('true positive rate (%)')
+  ax.set_title(f'ROC ({roc.num_positive} positive, {roc.num_negative} negative pairs)')
+  ax.grid(alpha=0.3); ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def plot_distance_histograms(query, gallery, query_distances, path: pathlib.Path,
+                             max_queries: int = 500) -> None:
+  """Distances of positive (same identity) and negative pairs, for up to `max_queries` queries
+  (junk gallery items left out)."""
+  plt = _plt()
+  rng = np.random.default_rng(0)
+  rows = np.sort(rng.choice(len(query), size=min(max_queries, len(query)), replace=False))
+  pos, neg = [], []
+  for qi in rows:
+    d = np.asarray(query_distances(qi))
+    valid = gallery.pids != -1
+    same = gallery.pids == query.pids[qi]
+    pos.append(d[valid & same & (gallery.camids != query.camids[qi])])
+    neg.append(d[valid & ~same])
+  pos, neg = np.concatenate(pos), np.concatenate(neg)
+  fig, ax = plt.subplots(figsize=(5, 3.6))
+  bins = np.linspace(min(pos.min(initial=np.inf), neg.min()), max(pos.max(initial=-np.inf),
+                                                                   neg.max()), 60)
+  ax.hist(neg, bins=bins, density=True, alpha=0.6, color='tab:red', label=f'negative ({len(neg)})')
+  ax.hist(pos, bins=bins, density=True, alpha=0.6, color='tab:green', label=f'positive ({len(pos)})')
+  ax.set_xlabel('distance'); ax.set_ylabel('density'); ax.legend()
+  ax.set_title('query-gallery distances')
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def write_report(workdir: pathlib.Path, config, setup, output, baselines: dict[str, Any],
+                 rows: dict[str, dict[str, Any]] | None = None,
+                 extra_sections: list[tuple[str, str, str | None]] = ()) -> None:
+  """Writes report.md and report.html with the results table and plots.
+
+  rows: the results table (default: the trained model, its post-processed rows, baselines).
+  extra_sections: a method's own (title, markdown text, PNG file name in the workdir or None).
+  """
   workdir = pathlib.Path(workdir)
   sections: list[tuple[str, str, str | None]] = []  # (title, markdown body, image file)
-  rows = {'trained': output.metrics, **{f'trained + {k}': v for k, v in output.extra_rows.items()},
-          **{k: v for k, v in baselines.items()}}
+  if rows is None:
+    rows = {'trained': output.metrics,
+            **{f'trained + {k}': v for k, v in output.extra_rows.items()},
+            **{k: v for k, v in baselines.items()}}
   table = format_results_table(rows)
   sections.append(('Results', table, None))
   data_lines = '\n'.join(f'| {name} | {s.summary()["ids"]} | {s.summary()["images"]} | '
@@ -162,11 +213,20 @@ def write_report(workdir: pathlib.Path, config, setup, output, baselines: dict[s
   plot_cmc({'trained': output.result.cmc}, workdir / 'cmc.png')
   sections.append(('CMC', '', 'cmc.png'))
   gallery = output.gallery if output.gallery is not None else setup.splits['gallery']
+  if getattr(output.result, 'roc', None) is not None:
+    plot_roc(output.result.roc, workdir / 'roc.png')
+    sections.append(('ROC', 'Verification over all query-gallery pairs (same identity = '
+                     'positive; same-camera positives and junk excluded).', 'roc.png'))
+  plot_distance_histograms(setup.splits['query'], gallery, output.query_distances,
+                           workdir / 'distances.png')
+  sections.append(('Distance distributions', '', 'distances.png'))
   plot_rank_lists(setup.splits['query'], gallery, output.query_distances,
                   workdir / 'rank_lists.png', num_queries=config.eval.rank_list_queries)
   sections.append(('Rank lists', 'Each row: a query, then its top-10 gallery matches (green: same '
                    'identity, red: different; same-camera matches and junk removed as in the '
                    'protocol).', 'rank_lists.png'))
+
+  sections.extend(extra_sections)
 
   title = f'jreid run report: {workdir.name}'
   md = [f'# {title}', '', f'Generated {time.strftime("%Y-%m-%d %H:%M:%S")}.', '']

@@ -31,6 +31,7 @@ import optax
 from data_pipelines import datasets
 from data_pipelines import input_pipeline
 from data_pipelines import samplers
+from data_pipelines import validate
 from jreid import checkpoint
 from jreid import inference
 from jreid import metric_writers
@@ -178,8 +179,12 @@ class Setup:
     self.mesh = parallel.create_mesh()
     parallel.check_batch_size(config.batch_size, self.mesh)
     self.splits = datasets.load_dataset(config.dataset)
+    # Corrupt/truncated images (config.data.on_corrupt), empty splits and a query set with no
+    # valid match fail here, before anything is compiled.
+    self.splits = validate.validate_splits(self.splits, on_corrupt=config.data.on_corrupt)
     self.train_split = self.splits['train']
     self.num_classes = int(self.train_split.labels.max()) + 1
+    self.testsets = self.load_testsets()
     self.sampler = self.build_sampler()
     self.steps_per_epoch = self.sampler.batches_per_epoch
     self.model = self.build_model()
@@ -199,9 +204,9 @@ class Setup:
     if config.batch_size % k:
       raise ValueError(f'batch_size {config.batch_size} is not divisible by '
                        f'sampler.num_instances (K) {k}; the P x K sampler needs batch_size = P * K.')
-    return samplers.PKSampler(
-        self.train_split.labels, num_ids=config.batch_size // k, num_instances=k,
-        seed=config.seed, batches_per_epoch=config.train.steps_per_epoch or None)
+    return samplers.build_sampler(config.sampler, self.train_split.labels,
+                                  self.train_split.camids, config.batch_size, config.seed,
+                                  config.train.steps_per_epoch or None)
 
   def build_model(self):
     return models.build_model(self.config.model, self.num_classes)
@@ -258,10 +263,48 @@ class Setup:
   def variables(self, state: TrainState) -> dict[str, Any]:
     return {'params': state.params, 'batch_stats': state.batch_stats}
 
-  def evaluate(self, state: TrainState) -> inference.EvalOutput:
+  def evaluate(self, state: TrainState, splits: dict[str, Any] | None = None,
+               post: bool = True) -> inference.EvalOutput:
+    """Rank metrics on `splits` ('query', 'gallery'; default: this dataset's); `post=False`
+    skips the post-processed rows (re-ranking, ...), e.g. for the untrained baseline."""
+    splits = splits or self.splits
+    config = self.config
+    if not post:
+      config = ml_collections.ConfigDict(config.to_dict())
+      config.eval.aqe = config.eval.rerank = config.eval.roc = False
     return inference.evaluate_splits(
-        self.model, self.variables(state), self.splits['query'], self.splits['gallery'],
-        self.config, self.mesh)
+        self.model, self.variables(state), splits['query'], splits['gallery'], config,
+        self.mesh)
+
+  def load_testsets(self) -> dict[str, dict[str, Any]]:
+    """The query/gallery splits of `config.eval.testsets` (other than the training dataset),
+    loaded when the run starts so that a missing folder fails before training, not after."""
+    out = {}
+    for entry in self.config.eval.get('testsets', ()):
+      name = str(entry).partition(':')[0]
+      if name != self.config.dataset.name:
+        splits = datasets.load_testset(self.config.dataset, entry)
+        out[name] = validate.validate_splits(
+            {k: splits[k] for k in ('query', 'gallery')}, on_corrupt=self.config.data.on_corrupt)
+    return out
+
+  def evaluate_testsets(self, state: TrainState) -> dict[str, dict[str, float]]:
+    """`config.eval.testsets` other than the training dataset: name -> metrics."""
+    out = {}
+    for name, splits in self.testsets.items():
+      _log(f'evaluating on test set {name}: ' + ', '.join(
+          f'{k} {splits[k].summary()}' for k in ('query', 'gallery')))
+      output = self.evaluate(state, splits)
+      out[name] = output.metrics
+      for row, metrics in output.extra_rows.items():
+        out[f'{name} + {row}'] = metrics
+    return out
+
+  def report_sections(self, state: TrainState, output: inference.EvalOutput
+                      ) -> list[tuple[str, str, str | None]]:
+    """A method's own report sections (title, markdown, PNG written into the workdir)."""
+    del state, output
+    return []
 
   def describe(self) -> str:
     config = self.config
@@ -326,7 +369,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   baselines = _read_json(workdir / 'baselines.json') or {}
   if config.eval.untrained and 'untrained' not in baselines and start_step == 0:
     _log('evaluating the untrained network...')
-    baselines['untrained'] = setup.evaluate(state).metrics
+    baselines['untrained'] = setup.evaluate(state, post=False).metrics
   if config.eval.histogram_baseline and 'histogram' not in baselines:
     baselines['histogram'] = histogram_baseline(setup)
   _write_json(workdir / 'baselines.json', baselines)
@@ -335,9 +378,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   _log('evaluating...')
   output = setup.evaluate(state)
-  results = dict(output.metrics)
-  for row, metrics in output.extra_rows.items():  # e.g. 'rerank/mAP'
-    results.update({f'{row}/{k}': v for k, v in metrics.items()})
+  results = _flat_results(output, setup.evaluate_testsets(state))
   for name, metrics in baselines.items():
     results[f'{name}_mAP'] = metrics['mAP']
     results[f'{name}_rank1'] = metrics['rank1']
@@ -346,17 +387,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   _write_json(final_path, results)
   _log(format_results_table(_table_rows(results, baselines)))
   if jax.process_index() == 0:
-    report.write_report(workdir, config, setup, output, baselines)
+    report.write_report(workdir, config, setup, output, baselines,
+                        rows=_table_rows(results, baselines),
+                        extra_sections=setup.report_sections(state, output))
   setup.checkpointer.close()
+  return results
+
+
+def _flat_results(output: inference.EvalOutput, testsets: dict[str, dict[str, float]]
+                  ) -> dict[str, Any]:
+  """Metrics of the training dataset's test set, then 'row/metric' for post-processed rows
+  ('rerank/mAP') and '@testset/metric' for further test sets ('@synthreid_b/mAP')."""
+  results = dict(output.metrics)
+  for row, metrics in output.extra_rows.items():
+    results.update({f'{row}/{k}': v for k, v in metrics.items()})
+  for name, metrics in testsets.items():
+    results.update({f'@{name}/{k}': v for k, v in metrics.items()})
   return results
 
 
 def _table_rows(results: dict[str, Any], baselines: dict[str, Any] | None = None):
   rows = {'trained': results}
-  for key, value in results.items():  # Post-processed rows stored as 'row/metric'.
+  for key, value in results.items():  # Further rows stored as 'row/metric' or '@testset/metric'.
     if '/' in key:
       row, metric = key.split('/', 1)
-      rows.setdefault(f'trained + {row}', {})[metric] = value
+      label = f'trained, test {row[1:]}' if row.startswith('@') else f'trained + {row}'
+      rows.setdefault(label, {})[metric] = value
   baselines = baselines or {}
   for name in ('untrained', 'histogram'):
     if name in baselines:
@@ -423,7 +479,7 @@ def train(setup: Setup, state: TrainState, start_step: int) -> TrainState:
         progress.set_total(total)
       if config.train.eval_every_epochs and epoch < setup.num_epochs(state) and (
           epoch % config.train.eval_every_epochs == 0):
-        metrics = setup.evaluate(state).metrics
+        metrics = setup.evaluate(state, post=False).metrics
         writer.write_scalars(step, {f'test/{k}': v for k, v in metrics.items()})
   progress.close()
   save_checkpoint()
@@ -486,13 +542,12 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                               'or pass --checkpoint=DIR/checkpoints/<step>.')
     state = setup.checkpointer.restore(setup.state)
   output = setup.evaluate(state)
-  results = {**output.metrics, 'step': int(state.step)}
-  for row, metrics in output.extra_rows.items():
-    results.update({f'{row}/{k}': v for k, v in metrics.items()})
+  results = {**_flat_results(output, setup.evaluate_testsets(state)), 'step': int(state.step)}
   _write_json(workdir / 'eval_metrics.json', results)
   _log(f'checkpoint at step {int(state.step)}:')
   _log(format_results_table(_table_rows(results)))
   if jax.process_index() == 0:
-    report.write_report(workdir, config, setup, output, {})
+    report.write_report(workdir, config, setup, output, {}, rows=_table_rows(results),
+                        extra_sections=setup.report_sections(state, output))
   setup.checkpointer.close()
   return results

@@ -10,8 +10,9 @@ from jreid import train
 from jreid.methods import qaconv as qaconv_method
 
 
-def tiny_config(tmp_path, epochs=2):
+def tiny_config(tmp_path, epochs=2, frozen_bn=True):
   config = qaconv_config.get_config()
+  config.model.qaconv.frozen_bn = frozen_bn
   config.dataset.cache_dir = str(tmp_path / 'cache')
   config.dataset.synth.num_train_ids = 12
   config.dataset.synth.num_test_ids = 10

@@ -92,6 +92,21 @@ def test_train_and_evaluate_end_to_end_and_resume(tmp_path):
   assert evaluated['step'] == 6
   np.testing.assert_allclose(evaluated['mAP'], final['mAP'], rtol=1e-6)
 
+  # Evaluation options: flip test, AQE + re-ranking row, ROC, and a second (domain-B) test set.
+  config3 = tiny_config(tmp_path, epochs=2)
+  config3.eval.flip = True
+  config3.eval.aqe = True
+  config3.eval.rerank = True
+  config3.eval.testsets = ('synthreid_b',)
+  more = train.evaluate_checkpoint(config3, str(run))
+  assert more['mAP'] != evaluated['mAP']  # Flip-averaged features rank differently.
+  for key in ('aqe + rerank/mAP', '@synthreid_b/mAP', '@synthreid_b + aqe + rerank/mAP',
+              'TPR@FPR=1e-02'):
+    assert 0.0 <= more[key] <= 1.0, key
+  text = (run / 'report.md').read_text()
+  for row in ('trained + aqe + rerank', 'trained, test synthreid_b', 'roc.png', 'distances.png'):
+    assert row in text, row
+
 
 def test_checkpoint_from_another_architecture_is_refused(tmp_path):
   config = tiny_config(tmp_path, epochs=1)

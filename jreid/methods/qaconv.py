@@ -226,8 +226,10 @@ class QAConvSetup(train_lib.Setup):
       labels = batch['label']
 
       def loss_fn(params):
-        maps = net.apply({'params': params['net'], 'batch_stats': state.batch_stats['net']},
-                         batch['image'], train=True)['feature_map']
+        out, net_vars = net.apply(
+            {'params': params['net'], 'batch_stats': state.batch_stats['net']}, batch['image'],
+            train=True, mutable=['batch_stats'])  # Unchanged when BatchNorm is frozen.
+        maps = out['feature_map']
         scores, matcher_stats = qaconv_lib.qaconv_batch_scores(
             matcher, {'params': params['matcher'], 'batch_stats': state.batch_stats['matcher']},
             maps, train=True)
@@ -238,9 +240,9 @@ class QAConvSetup(train_lib.Setup):
                    'accuracy': losses.qaconv_triplet_metrics(scores, labels, 0.0)['accuracy']}
         else:
           raise ValueError(f"config.qaconv.loss must be 'triplet' or 'pairwise', got {cfg.loss!r}.")
-        return terms['loss'], (terms, matcher_stats)
+        return terms['loss'], (terms, matcher_stats, net_vars.get('batch_stats', {}))
 
-      (loss, (terms, matcher_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      (loss, (terms, matcher_stats, net_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
           state.params)
       updates, opt_state = tx.update(grads, state.opt_state, state.params)
       # The adaptive decay scales the whole step: SGD applies the learning rate last.
@@ -254,7 +256,7 @@ class QAConvSetup(train_lib.Setup):
                  'lr': schedule(state.step) * scale}
       new_state = state.replace(
           step=state.step + 1, params=params, opt_state=opt_state, extra=extra,
-          batch_stats={'net': state.batch_stats['net'], 'matcher': matcher_stats})
+          batch_stats={'net': net_stats, 'matcher': matcher_stats})
       return new_state, metrics
 
     replicated = parallel.replicated_sharding(self.mesh)
@@ -280,9 +282,19 @@ class QAConvSetup(train_lib.Setup):
                                       query_block=cfg.query_block,
                                       gallery_block=cfg.gallery_block, dtype=dtype)
 
-  def evaluate(self, state: TrainState) -> inference.EvalOutput:
+  def evaluate(self, state: TrainState, splits: dict[str, Any] | None = None,
+               post: bool = True) -> inference.EvalOutput:
+    """QAConv rank metrics on `splits` (default: this dataset's), with re-ranking and TLift rows
+    where the images have times (module docstring)."""
     cfg = self.config.qaconv
-    query, gallery = self.splits['query'], self.test_gallery
+    if splits is None:
+      query, gallery = self.splits['query'], self.test_gallery
+      time_splits, time_model = [self.train_split, query, gallery], cfg.time_model
+    else:
+      query = splits['query']
+      gallery = _subset(splits['gallery'], splits['gallery'].pids != -1)
+      time_splits = [s for s in (splits.get('train'), query, gallery) if s is not None and len(s)]
+      time_model = None  # Only the training dataset's clock is configured.
     qmaps = self.feature_maps(state, query)
     gmaps = self.feature_maps(state, gallery)
     qg = self.scores(state, qmaps, gmaps)
@@ -295,9 +307,8 @@ class QAConvSetup(train_lib.Setup):
     dist = qaconv_rerank.qaconv_distance(qg)
     result = rank(dist)
     extra_rows = {}
-    if cfg.tlift:
-      q_times, g_times = tlift_lib.split_times(
-          [self.train_split, query, gallery], time_model=cfg.time_model)[1:]
+    if post and cfg.tlift and time_model:
+      q_times, g_times = tlift_lib.split_times(time_splits, time_model=time_model)[-2:]
       out = qaconv_rerank.qaconv_rerank_tlift(
           qg, self.scores(state, qmaps, qmaps), self.scores(state, gmaps, gmaps), query.camids,
           gallery.camids, q_times, g_times, k1=cfg.rerank_k1, k2=cfg.rerank_k2,
@@ -307,6 +318,29 @@ class QAConvSetup(train_lib.Setup):
       extra_rows['rerank + TLift'] = rank(out['tlift']).to_dict()
     return inference.EvalOutput(result.to_dict(), result, distmat=dist, extra_rows=extra_rows,
                                 gallery=gallery)
+
+  def report_sections(self, state: TrainState, output: inference.EvalOutput):
+    """Correspondences of a few queries with their best gallery match (paper Fig. 2)."""
+    from jreid import report  # pylint: disable=g-import-not-at-top
+    query = self.splits['query']
+    gallery = output.gallery if output.gallery is not None else self.splits['gallery']
+    rows = np.linspace(0, len(query) - 1, num=min(4, len(query))).astype(int)
+    best = [int(np.argmin(output.query_distances(int(i)))) for i in rows]
+    qmaps = self.feature_maps(state, _subset(query, rows, 'query'))
+    gmaps = self.feature_maps(state, _subset(gallery, np.asarray(best), 'gallery'))
+    size = (self.config.input.height, self.config.input.width)
+    pairs = []
+    for k, (qi, gi) in enumerate(zip(rows, best)):
+      same = 'same identity' if query.pids[qi] == gallery.pids[gi] else 'different identity'
+      pairs.append((report._decode(query.images[qi], size),  # pylint: disable=protected-access
+                    report._decode(gallery.images[gi], size),  # pylint: disable=protected-access
+                    qmaps[k], gmaps[k], f'query {query.pids[qi]} / top-1 {gallery.pids[gi]} '
+                    f'({same})'))
+    plot_correspondences(pairs, self.workdir / 'correspondences.png', qmaps.shape[1:3])
+    return [('QAConv correspondences', 'Each query (left) with its top-ranked gallery image '
+             '(right); lines join the most confident matched locations (the best gallery '
+             'location of each query location), brightest = most confident.',
+             'correspondences.png')]
 
   def describe(self) -> str:
     config = self.config
@@ -318,3 +352,52 @@ class QAConvSetup(train_lib.Setup):
             f'{config.sampler.num_instances}), {self.steps_per_epoch} steps per epoch, at most '
             f'{config.train.epochs} epochs with the adaptive schedule; input '
             f'{config.input.height}x{config.input.width}.')
+
+
+def location_matches(query_map: np.ndarray, gallery_map: np.ndarray, top: int
+                     ) -> list[tuple[int, int, float]]:
+  """The `top` most confident location correspondences of one image pair (paper Fig. 2).
+
+  For every query location, its best gallery location by the channel dot product (QAConv's
+  max over gallery locations); the `top` query locations with the highest such similarity.
+
+  Args:
+    query_map, gallery_map: [h, w, c] feature maps of the two images.
+    top: number of correspondences.
+
+  Returns:
+    [(query location, gallery location, similarity)] as flat indices into h x w, best first.
+  """
+  h, w, c = query_map.shape
+  sim = query_map.reshape(h * w, c) @ gallery_map.reshape(h * w, c).T
+  best = sim.argmax(axis=1)
+  conf = sim[np.arange(h * w), best]
+  order = np.argsort(-conf, kind='stable')[:top]
+  return [(int(i), int(best[i]), float(conf[i])) for i in order]
+
+
+def plot_correspondences(pairs, path: pathlib.Path, map_size: tuple[int, int],
+                         top: int = 8) -> None:
+  """Each row: a query and a gallery image side by side, lines joining matched locations.
+
+  pairs: [(query image uint8 [H, W, 3], gallery image, query map [h, w, c], gallery map, title)].
+  """
+  from jreid import report  # pylint: disable=g-import-not-at-top
+  plt = report._plt()  # pylint: disable=protected-access
+  fig, axes = plt.subplots(len(pairs), 1, figsize=(3.2, 3.0 * len(pairs)), squeeze=False)
+  h, w = map_size
+  for ax, (qimg, gimg, qmap, gmap, title) in zip(axes[:, 0], pairs):
+    height, width = qimg.shape[:2]
+    ax.imshow(np.concatenate([qimg, gimg], axis=1))
+    cmap = plt.get_cmap('viridis')
+    matches = location_matches(qmap, gmap, top)
+    for rank, (qi, gi, _) in enumerate(matches):
+      (qy, qx), (gy, gx) = divmod(qi, w), divmod(gi, w)
+      ys = [(qy + 0.5) * height / h, (gy + 0.5) * height / h]
+      xs = [(qx + 0.5) * width / w, width + (gx + 0.5) * width / w]
+      ax.plot(xs, ys, '-o', color=cmap(rank / max(len(matches) - 1, 1)), lw=1.5, ms=3)
+    ax.set_title(title, fontsize=8)
+    ax.set_xticks([]); ax.set_yticks([])
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  plt.close(fig)

@@ -69,12 +69,17 @@ class QAConvNet(nn.Module):
       per-channel scale and shift (the state dict `neck_conv.weight`, `neck_bn.*` loads as is).
       False uses one convolution with a bias instead (the same function class).
     dtype: compute dtype of the backbone and neck; the output is float32.
+    frozen_bn: True (the reference, for ImageNet-pretrained weights): every BatchNorm stays in
+      inference mode in training. False: training uses batch statistics and updates the running
+      ones (apply with mutable=['batch_stats']); needed to train a backbone from scratch, where
+      frozen initial statistics leave the network without normalisation.
   """
 
   backbone: nn.Module
   neck: int = 128
   neck_bn: bool = True
   dtype: Any = jnp.float32
+  frozen_bn: bool = True
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, train: bool = False) -> dict[str, jnp.ndarray]:
@@ -84,14 +89,15 @@ class QAConvNet(nn.Module):
       {'feature_map': [B, h, w, neck]} float32, unit L2 norm over channels at every location;
       the same in training and evaluation (`train` only matters to callers' BatchNorm handling).
     """
-    del train  # The reference trains with the whole network in eval mode.
+    # The reference trains with the whole network in eval mode (frozen_bn).
+    update_bn = train and not self.frozen_bn
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(
           f'QAConvNet expects images shaped [batch, height, width, 3] (NHWC), got '
           f'{images.shape}; transpose NCHW input with x.transpose(0, 2, 3, 1).'
       )
     x = images.astype(jnp.float32) / 255.0
-    x = self.backbone(x.astype(self.dtype), train=False)
+    x = self.backbone(x.astype(self.dtype), train=update_bn)
     if self.neck > 0:
       x = nn.Conv(
           self.neck,
@@ -104,7 +110,7 @@ class QAConvNet(nn.Module):
       )(x)
       if self.neck_bn:
         x = nn.BatchNorm(
-            use_running_average=True,
+            use_running_average=not update_bn,
             momentum=1.0 - BN_MOMENTUM,
             epsilon=BN_EPSILON,
             dtype=self.dtype,
@@ -153,7 +159,8 @@ def build_qaconv(cfg: Mapping[str, Any], num_classes: int) -> QAConvNet:
   neck = int(cfg['qaconv']['neck'])
   if neck < 0:
     raise ValueError(f'config.model.qaconv.neck must be >= 0 (0 = no neck), got {neck}.')
-  return QAConvNet(backbone, neck=neck, neck_bn=bool(cfg['qaconv']['neck_bn']), dtype=dtype)
+  return QAConvNet(backbone, neck=neck, neck_bn=bool(cfg['qaconv']['neck_bn']), dtype=dtype,
+                   frozen_bn=bool(cfg['qaconv'].get('frozen_bn', True)))
 
 
 def qaconv_model_config() -> Any:
@@ -174,6 +181,7 @@ def qaconv_model_config() -> Any:
   cfg.qaconv.final_layer = 'layer3'
   cfg.qaconv.neck = 128
   cfg.qaconv.neck_bn = True  # Reference: bias-free conv + frozen BatchNorm (= scale and shift).
+  cfg.qaconv.frozen_bn = True  # Reference (pretrained weights): BatchNorm frozen in training.
   cfg.dtype = 'float32'
   return cfg
 
