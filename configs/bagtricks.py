@@ -13,6 +13,18 @@ steps at epochs 40/90, 120 epochs, CE with label smoothing 0.1 + triplet margin 
   python -m jreid.main --config=configs/bagtricks.py:market1501 --workdir=runs/bot_market \
       --config.dataset.root=/path/to/Market-1501-v15.09.15
 
+The other FastReID model-zoo datasets and backbones (`DATASET[,BACKBONE]`, BACKBONE one of
+r50 (default), r50_ibn, s50, r101_ibn):
+
+  python -m jreid.main --config=configs/bagtricks.py:dukemtmc --workdir=runs/bot_duke \
+      --config.dataset.root=/path/to/DukeMTMC-reID
+  python -m jreid.main --config=configs/bagtricks.py:msmt17,r50_ibn --workdir=runs/bot_msmt \
+      --config.dataset.root=/path/to/MSMT17_V1
+  python -m jreid.main --config=configs/bagtricks.py:market1501,r101_ibn --workdir=runs/bot_r101 \
+      --config.dataset.root=/path/to/Market-1501-v15.09.15
+  python -m jreid.main --config=configs/bagtricks.py:veri,r50_ibn --workdir=runs/bot_veri \
+      --config.dataset.root=/path/to/VeRi
+
 Evaluate the latest checkpoint of a run, or a given one:
 
   python -m jreid.main --config=configs/bagtricks.py --workdir=/tmp/run --mode=eval
@@ -24,11 +36,12 @@ Any key can be overridden, e.g. `--config.optim.lr=1e-3 --config.model.backbone.
 
 import ml_collections
 
+from configs import _fastreid
 from jreid.config_defaults import base_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variant = arg or 'synthreid'
+  variant, backbone = _fastreid.parse_variant(arg, 'configs/bagtricks.py')
   config = base_config()
 
   # FastReID Base-bagtricks.yml.
@@ -71,9 +84,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optim.milestones = (7,)
     config.train.epochs = 8
     config.eval.batch_size = 128
-  elif variant == 'market1501':
-    config.dataset.name = 'market1501'
   else:
-    raise ValueError(f"unknown variant {variant!r} of configs/bagtricks.py: use ':market1501' or "
-                     'no variant (the embedded synthetic run)')
+    _fastreid.set_recipe_data(config, variant, backbone)
   return config

@@ -31,8 +31,9 @@ and the cross-dataset test sets of `config.eval.testsets`:
   python -m jreid.main --config=configs/qaconv.py:randperson --workdir=runs/qaconv_rp \
       --config.dataset.root=/path/to/randperson_subset
 
-ImageNet weights for the backbone (a torchvision/IBN-Net state dict) are given with
-`--config.model.pretrained=/path/to/resnet50_ibn_b.pth`.
+The paper starts from ImageNet weights; loading them into the layer3 trunk
+(`jreid.weights`, which the supervised configs use through `config.model.pretrained`) is not yet
+wired into the QAConv setup.
 
 Test a checkpoint (the latest of a workdir, or a given one):
 

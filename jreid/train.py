@@ -109,15 +109,23 @@ def create_train_state(model, tx: optax.GradientTransformation, config: ml_colle
   """Initialises parameters and optimiser state directly into replicated shardings."""
   shape = (1, config.input.height, config.input.width, 3)
 
-  def init(rng):
-    variables = model.init(rng, jnp.zeros(shape, jnp.uint8), train=False)
+  def init_variables(rng):
+    return model.init(rng, jnp.zeros(shape, jnp.uint8), train=False)
+
+  def init(variables):
     params = variables['params']
     return TrainState(step=jnp.zeros([], jnp.int32), params=params,
                       batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params))
 
   # The 'rbg' generator compiles the initialisers several times faster than threefry on CPU.
   rng = jax.random.key(config.seed, impl='rbg')
-  return jax.jit(init, out_shardings=parallel.replicated_sharding(mesh))(rng)
+  variables = jax.jit(init_variables)(rng)
+  if config.model.get('pretrained', ''):
+    # ImageNet / FastReID weights (torchvision, timm, IBN-Net or model-zoo state dicts).
+    from jreid import weights  # pylint: disable=g-import-not-at-top
+    variables = weights.load_pretrained(jax.device_get(variables), config.model.pretrained,
+                                        config.model)
+  return jax.jit(init, out_shardings=parallel.replicated_sharding(mesh))(variables)
 
 
 def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Schedule,
@@ -129,9 +137,10 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
     rng = jax.random.fold_in(jax.random.key(config.seed, impl='rbg'), state.step)
 
     def loss_fn(params):
+      # Labels reach the classifier for margin layers (ArcFace, CosFace, CircleSoftmax).
       outputs, mutated = model.apply({'params': params, 'batch_stats': state.batch_stats},
-                                     batch['image'], train=True, mutable=['batch_stats'],
-                                     rngs={'dropout': rng})
+                                     batch['image'], train=True, labels=batch['label'],
+                                     mutable=['batch_stats'], rngs={'dropout': rng})
       terms = objectives.compute_losses(outputs, batch['label'], config.loss)
       return objectives.total_loss(terms), (terms, outputs, mutated['batch_stats'])
 
@@ -145,8 +154,10 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
       keep = state.step < freeze_iters
       batch_stats = jax.tree.map(lambda m, new, old: jnp.where(keep & m, old, new),
                                  frozen, batch_stats, state.batch_stats)
+    # Margin layers: accuracy of the margin-free logits, as FastReID reports it.
+    logits = outputs.get('pred_class_logits', outputs['logits'])
     metrics = {'loss': loss, **{f'loss_{k}': v for k, v in terms.items()},
-               'accuracy': jnp.mean(jnp.argmax(outputs['logits'], -1) == batch['label']),
+               'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label']),
                'grad_norm': optax.global_norm(grads), 'lr': schedule(state.step)}
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                               opt_state=opt_state)
