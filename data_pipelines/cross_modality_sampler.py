@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from data_pipelines import samplers
 
-class CrossModalitySampler:
+
+class CrossModalitySampler(samplers.EpochSampler):
   """P identities x (K_v visible + K_ir infrared) images per batch (module docstring).
 
   Attributes:
@@ -98,37 +100,16 @@ class CrossModalitySampler:
     """Global batch size P * (K_v + K_ir)."""
     return self.num_ids * (self.num_visible + self.num_infrared)
 
-  def _epoch(self, epoch: int) -> np.ndarray:
-    if epoch not in self._cache:
-      rng = np.random.default_rng([self.seed, epoch])
-      out = np.empty((self.batches_per_epoch, self.batch_size), np.int32)
-      for b in range(self.batches_per_epoch):
-        ids = rng.choice(self._ids, size=self.num_ids, replace=False)
-        out[b] = np.concatenate([
-            np.concatenate([rng.choice(self._visible[i], self.num_visible, replace=True),
-                            rng.choice(self._infrared[i], self.num_infrared, replace=True)])
-            for i in ids])
-      out.flags.writeable = False
-      if len(self._cache) >= 2:
-        del self._cache[min(self._cache)]
-      self._cache[epoch] = out
-    return self._cache[epoch]
-
-  def epoch(self, epoch: int) -> np.ndarray:
-    """Image indices of every batch of `epoch`, int32 [batches_per_epoch, batch_size]."""
-    if int(epoch) < 0:
-      raise ValueError(f'CrossModalitySampler.epoch: epoch must be >= 0, got {epoch}.')
-    return self._epoch(int(epoch)).copy()
-
-  def steps(self, start: int, stop: int) -> np.ndarray:
-    """Image indices of global steps start..stop-1, int32 [stop - start, batch_size]."""
-    start, stop = int(start), int(stop)
-    if not 0 <= start <= stop:
-      raise ValueError(f'CrossModalitySampler.steps: need 0 <= start <= stop, got {start}, '
-                       f'{stop}.')
-    n = self.batches_per_epoch
-    out = np.empty((stop - start, self.batch_size), np.int32)
-    for e in range(start // n, -(-stop // n)):
-      lo, hi = max(start, e * n), min(stop, (e + 1) * n)
-      out[lo - start:hi - start] = self._epoch(e)[lo - e * n:hi - e * n]
+  def _build(self, epoch: int) -> np.ndarray:
+    """Batches of `epoch`: P identities, then K_v visible and K_ir infrared images of each
+    (with replacement within an identity)."""
+    rng = np.random.default_rng([self.seed, epoch])
+    out = np.empty((self.batches_per_epoch, self.batch_size), np.int32)
+    for b in range(self.batches_per_epoch):
+      ids = rng.choice(self._ids, size=self.num_ids, replace=False)
+      out[b] = np.concatenate([
+          np.concatenate([rng.choice(self._visible[i], self.num_visible, replace=True),
+                          rng.choice(self._infrared[i], self.num_infrared, replace=True)])
+          for i in ids])
     return out
+

@@ -15,7 +15,62 @@ from __future__ import annotations
 import numpy as np
 
 
-class PKSampler:
+class EpochSampler:
+  """Shared `epoch` / `steps` / caching of samplers whose epoch e is a pure function of (seed, e).
+
+  Subclasses set num_ids, num_instances, seed, num_samples, batches_per_epoch and implement
+  `_build(epoch) -> int array [batches_per_epoch, batch_size]`; a sampler whose batch is not
+  P * K (e.g. visible + infrared images per identity) overrides `batch_size`.
+  """
+
+  num_ids: int
+  num_instances: int
+  seed: int
+  num_samples: int
+  batches_per_epoch: int
+  _cache: dict[int, np.ndarray]
+
+  @property
+  def batch_size(self) -> int:
+    """Global batch size P * K."""
+    return self.num_ids * self.num_instances
+
+  def _build(self, epoch: int) -> np.ndarray:
+    raise NotImplementedError
+
+  def _epoch(self, epoch: int) -> np.ndarray:
+    if epoch not in self._cache:
+      out = np.asarray(self._build(epoch), np.int32)
+      out.flags.writeable = False
+      if len(self._cache) >= 2:
+        del self._cache[min(self._cache)]
+      self._cache[epoch] = out
+    return self._cache[epoch]
+
+  def epoch(self, epoch: int) -> np.ndarray:
+    """Image indices of every batch of `epoch`, int32 [batches_per_epoch, P * K]."""
+    if int(epoch) < 0:
+      raise ValueError(f'{type(self).__name__}.epoch: epoch must be >= 0, got {epoch}.')
+    return self._epoch(int(epoch)).copy()
+
+  def steps(self, start: int, stop: int) -> np.ndarray:
+    """Image indices of global steps start..stop-1, int32 [stop - start, P * K].
+
+    Global step s is batch s % batches_per_epoch of epoch s // batches_per_epoch.
+    """
+    start, stop = int(start), int(stop)
+    if not 0 <= start <= stop:
+      raise ValueError(f'{type(self).__name__}.steps: need 0 <= start <= stop, got '
+                       f'start={start}, stop={stop}.')
+    n = self.batches_per_epoch
+    out = np.empty((stop - start, self.batch_size), np.int32)
+    for e in range(start // n, -(-stop // n)):
+      lo, hi = max(start, e * n), min(stop, (e + 1) * n)
+      out[lo - start:hi - start] = self._epoch(e)[lo - e * n:hi - e * n]
+    return out
+
+
+class PKSampler(EpochSampler):
   """P identities x K instances per batch, FastReID `NaiveIdentitySampler` semantics.
 
   One epoch is built in rounds. A round shuffles the image indices of every identity, samples
@@ -89,11 +144,6 @@ class PKSampler:
     self._small_members = [np.flatnonzero(inverse == i) for i in small]
     self._cache: dict[int, np.ndarray] = {}
 
-  @property
-  def batch_size(self) -> int:
-    """Global batch size P * K."""
-    return self.num_ids * self.num_instances
-
   def _round(self, epoch: int, round_index: int) -> list[np.ndarray]:
     """All batches of one round (see the class docstring), each int [P * K]."""
     k = self.num_instances
@@ -127,41 +177,14 @@ class PKSampler:
           del available[c]
     return batches
 
-  def _epoch(self, epoch: int) -> np.ndarray:
-    """Read-only batches of `epoch`; keeps two epochs cached (training moves forward)."""
-    if epoch not in self._cache:
-      batches: list[np.ndarray] = []
-      round_index = 0
-      while len(batches) < self.batches_per_epoch:
-        batches.extend(self._round(epoch, round_index))
-        round_index += 1
-      out = np.stack(batches[:self.batches_per_epoch]).astype(np.int32)
-      out.flags.writeable = False
-      if len(self._cache) >= 2:
-        del self._cache[min(self._cache)]
-      self._cache[epoch] = out
-    return self._cache[epoch]
-
-  def epoch(self, epoch: int) -> np.ndarray:
-    """Image indices of every batch of `epoch`, int32 [batches_per_epoch, P * K]."""
-    if int(epoch) < 0:
-      raise ValueError(f'PKSampler.epoch: epoch must be >= 0, got {epoch}.')
-    return self._epoch(int(epoch)).copy()
-
-  def steps(self, start: int, stop: int) -> np.ndarray:
-    """Image indices of global steps start..stop-1, int32 [stop - start, P * K].
-
-    Global step s is batch s % batches_per_epoch of epoch s // batches_per_epoch.
-    """
-    start, stop = int(start), int(stop)
-    if not 0 <= start <= stop:
-      raise ValueError(f'PKSampler.steps: need 0 <= start <= stop, got start={start}, stop={stop}.')
-    n = self.batches_per_epoch
-    out = np.empty((stop - start, self.batch_size), np.int32)
-    for e in range(start // n, -(-stop // n)):
-      lo, hi = max(start, e * n), min(stop, (e + 1) * n)
-      out[lo - start:hi - start] = self._epoch(e)[lo - e * n:hi - e * n]
-    return out
+  def _build(self, epoch: int) -> np.ndarray:
+    """Batches of `epoch`: rounds of the identities until batches_per_epoch are drawn."""
+    batches: list[np.ndarray] = []
+    round_index = 0
+    while len(batches) < self.batches_per_epoch:
+      batches.extend(self._round(epoch, round_index))
+      round_index += 1
+    return np.stack(batches[:self.batches_per_epoch])
 
 
 def _check_common(name: str, labels: np.ndarray, camids: np.ndarray, num_ids: int,
@@ -187,61 +210,7 @@ def _check_common(name: str, labels: np.ndarray, camids: np.ndarray, num_ids: in
     raise ValueError(f'{name}: batches_per_epoch must be >= 1 or None, got {batches_per_epoch}.')
 
 
-class _EpochSampler:
-  """Shared `epoch` / `steps` / caching of samplers whose epoch e is a pure function of (seed, e).
-
-  Subclasses set num_ids, num_instances, seed, num_samples, batches_per_epoch and implement
-  `_build(epoch) -> int array [batches_per_epoch, P * K]`.
-  """
-
-  num_ids: int
-  num_instances: int
-  seed: int
-  num_samples: int
-  batches_per_epoch: int
-  _cache: dict[int, np.ndarray]
-
-  @property
-  def batch_size(self) -> int:
-    """Global batch size P * K."""
-    return self.num_ids * self.num_instances
-
-  def _build(self, epoch: int) -> np.ndarray:
-    raise NotImplementedError
-
-  def _epoch(self, epoch: int) -> np.ndarray:
-    if epoch not in self._cache:
-      out = np.asarray(self._build(epoch), np.int32)
-      out.flags.writeable = False
-      if len(self._cache) >= 2:
-        del self._cache[min(self._cache)]
-      self._cache[epoch] = out
-    return self._cache[epoch]
-
-  def epoch(self, epoch: int) -> np.ndarray:
-    """Image indices of every batch of `epoch`, int32 [batches_per_epoch, P * K]."""
-    if int(epoch) < 0:
-      raise ValueError(f'{type(self).__name__}.epoch: epoch must be >= 0, got {epoch}.')
-    return self._epoch(int(epoch)).copy()
-
-  def steps(self, start: int, stop: int) -> np.ndarray:
-    """Image indices of global steps start..stop-1, int32 [stop - start, P * K].
-
-    Global step s is batch s % batches_per_epoch of epoch s // batches_per_epoch.
-    """
-    start, stop = int(start), int(stop)
-    if not 0 <= start <= stop:
-      raise ValueError(f'{type(self).__name__}.steps: need 0 <= start <= stop, got '
-                       f'start={start}, stop={stop}.')
-    n = self.batches_per_epoch
-    out = np.empty((stop - start, self.batch_size), np.int32)
-    for e in range(start // n, -(-stop // n)):
-      lo, hi = max(start, e * n), min(stop, (e + 1) * n)
-      out[lo - start:hi - start] = self._epoch(e)[lo - e * n:hi - e * n]
-    return out
-
-
-class BalancedIdentitySampler(_EpochSampler):
+class BalancedIdentitySampler(EpochSampler):
   """P identities x K images per batch, preferring other cameras (FastReID BalancedIdentitySampler).
 
   A round permutes all identities (dropping the last `I % P` of the permutation) and cuts the
@@ -326,7 +295,7 @@ class BalancedIdentitySampler(_EpochSampler):
     return np.stack(batches[:self.batches_per_epoch])
 
 
-class SetReWeightSampler(_EpochSampler):
+class SetReWeightSampler(EpochSampler):
   """Per-set identity quotas per batch (FastReID SetReWeightSampler).
 
   Images belong to sets (FastReID uses the camera id field, which its multi-dataset training
