@@ -42,6 +42,12 @@ def _triplet(outputs, labels, cfg):
                              norm_feat=cfg.norm_feat, hard_mining=cfg.hard_mining)
 
 
+@LOSSES.register('wrt')
+def _wrt(outputs, labels, cfg):
+  del cfg  # Only its weight, applied by compute_losses.
+  return losses.weighted_regularization_triplet(outputs['features'], labels)
+
+
 @LOSSES.register('circle')
 def _circle(outputs, labels, cfg):
   return losses.pairwise_circle_loss(outputs['features'], labels, margin=cfg.margin,

@@ -456,6 +456,18 @@ def train(setup: Setup, state: TrainState, start_step: int) -> TrainState:
     setup.checkpointer.save(step, state)
     nonfinite = jnp.zeros([], bool)
 
+  def checkpoint_or_stop():
+    """SIGTERM: checkpoint and stop; else the periodic checkpoint."""
+    if sigterm.received:
+      progress.close()
+      save_checkpoint()
+      setup.checkpointer.wait()
+      writer.close()
+      raise Preempted(f'SIGTERM received: checkpoint written at step {step}/{total} in '
+                      f'{setup.checkpointer.directory}; run the same command to resume.')
+    if step % config.train.checkpoint_every_steps == 0 and step < total:
+      save_checkpoint()
+
   with _SigtermFlag() as sigterm:
     epoch = step // n
     while epoch < setup.num_epochs(state):
@@ -474,20 +486,14 @@ def train(setup: Setup, state: TrainState, start_step: int) -> TrainState:
           writer.write_scalars(step, scalars)
           progress.update(step, scalars)
           pending, count = None, 0
-        if sigterm.received:
-          progress.close()
-          save_checkpoint()
-          setup.checkpointer.wait()
-          writer.close()
-          raise Preempted(f'SIGTERM received: checkpoint written at step {step}/{total} in '
-                          f'{setup.checkpointer.directory}; run the same command to resume.')
-        if step % config.train.checkpoint_every_steps == 0 and step < total:
-          save_checkpoint()
+        if step % n:  # At the end of an epoch, only after end_epoch (its state is saved too).
+          checkpoint_or_stop()
       state = setup.end_epoch(state, epoch)
       epoch += 1
       if _total_steps(setup, state) != total:  # The method changed the length of the run.
         total = _total_steps(setup, state)
         progress.set_total(total)
+      checkpoint_or_stop()
       if config.train.eval_every_epochs and epoch < setup.num_epochs(state) and (
           epoch % config.train.eval_every_epochs == 0):
         metrics = setup.evaluate(state, post=False).metrics

@@ -9,8 +9,8 @@ Reasoning for RGB-Infrared Person Re-identification", IEEE SPL 2021) in the shar
   every image goes through its own modality's stream, so each batch carries a 'modality' array
   (0 visible, 1 infrared) derived on the host from the split's camera ids;
 * sampler: `CrossModalitySampler`, P identities x (K_v visible + K_ir infrared) images;
-* losses: the terms of `config.loss.names` (`jreid.objectives`), plus 'wrt', the weighted
-  regularisation triplet (`jreid.losses.wrt`) registered here: AGW = cross_entropy + wrt, graph
+* losses: the terms of `config.loss.names` (`jreid.objectives`), including 'wrt', the weighted
+  regularisation triplet (`jreid.losses.wrt`): AGW = cross_entropy + wrt, graph
   reasoning = cross_entropy + 2 x hard triplet (margin 0.3);
 * evaluation: `jreid.evaluation.cross_modality`. SYSU-MM01 layout ('sysu' protocol: the
   'sysu_mm01' and 'synthreid_ir' datasets): infrared queries against visible galleries sampled
@@ -55,14 +55,6 @@ PROTOCOLS = ('sysu', 'regdb')
 # the 'regdb' protocol on it (full test sets, standard CMC, both directions) stands in for RegDB,
 # which has no synthetic counterpart.
 PROTOCOL_DATASETS = {'sysu': ('sysu_mm01', 'synthreid_ir'), 'regdb': ('regdb', 'synthreid_ir')}
-
-if 'wrt' not in objectives.LOSSES.names():
-
-  @objectives.LOSSES.register('wrt')
-  def _wrt(outputs, labels, cfg):
-    del cfg  # Only its weight, applied by compute_losses.
-    return losses.weighted_regularization_triplet(outputs['features'], labels)
-
 
 def cross_modality_config() -> ml_collections.ConfigDict:
   """The `config.cross_modality` section (method settings outside the model)."""

@@ -100,7 +100,6 @@ class QAConvSetup(train_lib.Setup):
     # The reference tests against a gallery without junk images (its loader drops pid -1).
     gallery = self.splits['gallery']
     self.test_gallery = _subset(gallery, gallery.pids != -1)
-    self._score_fn = None
 
   # Construction.
 
