@@ -31,6 +31,15 @@ and the cross-dataset test sets of `config.eval.testsets`:
   python -m jreid.main --config=configs/qaconv.py:randperson --workdir=runs/qaconv_rp \
       --config.dataset.root=/path/to/randperson_subset
 
+Cross-dataset test sets (the paper's tables; each 'name:root', loaded when the run starts):
+
+  python -m jreid.main --config=configs/qaconv.py:market1501 --workdir=runs/qaconv_market \
+      --config.dataset.root=/path/to/Market-1501-v15.09.15 \
+      --config.eval.testsets="('cuhk03_np_detected:/path/to/cuhk03-np','msmt17:/path/to/MSMT17_V1')"
+
+RandPerson has no test split: give its run test sets this way. On the embedded data, a second
+synthetic domain: `--config.eval.testsets="('synthreid_b',)"`.
+
 The paper starts from ImageNet weights; loading them into the layer3 trunk
 (`jreid.weights`, which the supervised configs use through `config.model.pretrained`) is not yet
 wired into the QAConv setup.
