@@ -112,14 +112,7 @@ class PKSampler(EpochSampler):
       raise ValueError(f'PKSampler needs a non-empty 1-D array of labels, got shape {labels.shape}.')
     if not np.issubdtype(labels.dtype, np.integer):
       raise ValueError(f'PKSampler labels must be integers, got dtype {labels.dtype}.')
-    if int(num_instances) < 1:
-      raise ValueError(f'PKSampler: num_instances (K, config.sampler.num_instances) must be >= 1, '
-                       f'got {num_instances}.')
-    if int(num_ids) < 1:
-      raise ValueError(f'PKSampler: num_ids (P = global batch size / K) must be >= 1, got {num_ids}; '
-                       'increase the batch size or lower config.sampler.num_instances.')
-    if int(seed) < 0:
-      raise ValueError(f'PKSampler: seed must be a non-negative integer, got {seed}.')
+    _check_sizes('PKSampler', num_ids, num_instances, seed)
     ids, inverse = np.unique(labels, return_inverse=True)
     if int(num_ids) > len(ids):
       raise ValueError(
@@ -187,6 +180,18 @@ class PKSampler(EpochSampler):
     return np.stack(batches[:self.batches_per_epoch])
 
 
+def _check_sizes(name: str, num_ids: int, num_instances: int, seed: int) -> None:
+  """P, K and the seed of every identity sampler: one clear error naming the setting."""
+  if int(num_instances) < 1:
+    raise ValueError(f'{name}: num_instances (K, config.sampler.num_instances) must be >= 1, '
+                     f'got {num_instances}.')
+  if int(num_ids) < 1:
+    raise ValueError(f'{name}: num_ids (P = global batch size / K) must be >= 1, got {num_ids}; '
+                     'increase the batch size or lower config.sampler.num_instances.')
+  if int(seed) < 0:
+    raise ValueError(f'{name}: seed must be a non-negative integer, got {seed}.')
+
+
 def _check_common(name: str, labels: np.ndarray, camids: np.ndarray, num_ids: int,
                   num_instances: int, seed: int, batches_per_epoch: int | None) -> None:
   """Argument checks shared by the camera-aware samplers; messages name the setting."""
@@ -198,14 +203,7 @@ def _check_common(name: str, labels: np.ndarray, camids: np.ndarray, num_ids: in
   if camids.shape != labels.shape:
     raise ValueError(f'{name}: camids shape {camids.shape} differs from labels shape '
                      f'{labels.shape}; pass split.camids of the same split.')
-  if int(num_instances) < 1:
-    raise ValueError(f'{name}: num_instances (K, config.sampler.num_instances) must be >= 1, '
-                     f'got {num_instances}.')
-  if int(num_ids) < 1:
-    raise ValueError(f'{name}: num_ids (P = global batch size / K) must be >= 1, got {num_ids}; '
-                     'increase the batch size or lower config.sampler.num_instances.')
-  if int(seed) < 0:
-    raise ValueError(f'{name}: seed must be a non-negative integer, got {seed}.')
+  _check_sizes(name, num_ids, num_instances, seed)
   if batches_per_epoch is not None and int(batches_per_epoch) < 1:
     raise ValueError(f'{name}: batches_per_epoch must be >= 1 or None, got {batches_per_epoch}.')
 
