@@ -40,9 +40,8 @@ Cross-dataset test sets (the paper's tables; each 'name:root', loaded when the r
 RandPerson has no test split: give its run test sets this way. On the embedded data, a second
 synthetic domain: `--config.eval.testsets="('synthreid_b',)"`.
 
-The paper starts from ImageNet weights; loading them into the layer3 trunk
-(`jreid.weights`, which the supervised configs use through `config.model.pretrained`) is not yet
-wired into the QAConv setup.
+The paper starts from ImageNet weights: pass a torchvision/IBN-Net ResNet state dict (layer4 and
+fc are left out) with `--config.model.pretrained=/path/to/resnet50_ibn_b.pth`.
 
 Test a checkpoint (the latest of a workdir, or a given one):
 

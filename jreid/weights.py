@@ -320,3 +320,26 @@ def load_pretrained(variables: Mapping[str, Any], path: str | os.PathLike[str],
   if model_cfg is not None:
     source += f' (config.model.backbone.name={model_cfg["backbone"]["name"]!r})'
   return convert_state_dict(state_dict, variables, scope=scope, source=source)
+
+
+def load_pretrained_trunk(variables: Mapping[str, Any], path: str | os.PathLike[str],
+                          model_cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
+  """`load_pretrained` for a backbone cut after a stage (QAConv's trunk ends at layer3).
+
+  The file's residual blocks that the cut model does not have (e.g. every `layer4.*`) are left
+  out; everything the model has must still be in the file with its shape, as in `merge`.
+  Only plain ResNet state dicts (torchvision, timm, IBN-Net) are accepted here.
+  """
+  state_dict = load_torch_state_dict(path)
+  source = f'weight file {path}'
+  if model_cfg is not None:
+    source += f' (config.model.backbone.name={model_cfg["backbone"]["name"]!r})'
+  if is_fastreid(state_dict):
+    raise WeightConversionError(f'{source} is a FastReID checkpoint; a cut trunk takes a plain '
+                                'ImageNet ResNet state dict (torchvision, timm or IBN-Net).')
+  converted = convert_resnet(state_dict, ('backbone',))
+  present = {p[2] for p in _flatten(jax.device_get(variables)) if len(p) > 2 and p[1] == 'backbone'}
+  block = re.compile(r'^layer\d+_\d+$')
+  kept = {p: v for p, v in converted.items()
+          if len(p) < 3 or p[2] in present or not block.match(p[2])}
+  return merge(variables, kept, ('backbone',), source)

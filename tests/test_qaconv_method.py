@@ -102,3 +102,45 @@ def test_adaptive_schedule(tmp_path):
   # Never beyond config.train.epochs (min(60, e + e // 2)).
   s = setup.end_epoch(_state(5.0, 1, base_loss=8.0), 44)
   assert setup.num_epochs(s) == 60
+
+
+def _torch_names(tree, prefix=''):
+  """jreid ResNet variables -> a torchvision-named state dict (the inverse of jreid.weights)."""
+  out = {}
+  for key, value in tree.items():
+    name = {'downsample_conv': 'downsample.0', 'downsample_bn': 'downsample.1'}.get(key, key)
+    name = name.replace('_', '.', 1) if name.startswith('layer') else name
+    path = f'{prefix}.{name}' if prefix else name
+    if isinstance(value, dict):
+      out.update(_torch_names(value, path))
+    else:
+      base, leaf = path.rsplit('.', 1)
+      value = np.asarray(value)
+      if leaf == 'kernel':
+        out[f'{base}.weight'] = value.transpose(3, 2, 0, 1)  # HWIO -> OIHW
+      else:
+        out[f'{base}.' + {'scale': 'weight', 'bias': 'bias', 'mean': 'running_mean',
+                          'var': 'running_var'}[leaf]] = value
+  return out
+
+
+def test_pretrained_trunk_weights_reach_the_train_state(tmp_path):
+  """config.model.pretrained: a ResNet file (with a layer4 the trunk has not) initialises it."""
+  config = tiny_config(tmp_path, epochs=1)
+  setup = train.build_setup(config, tmp_path / 'a')
+  net = jax.device_get({'params': setup.state.params['net']['backbone'],
+                        'batch_stats': setup.state.batch_stats['net']['backbone']})
+  rng = np.random.default_rng(0)
+  changed = jax.tree.map(lambda x: (x + rng.normal(0, 0.1, x.shape)).astype(x.dtype), net)
+  state_dict = {**_torch_names(changed['params']), **_torch_names(changed['batch_stats'])}
+  state_dict['layer4.0.conv1.weight'] = np.zeros((8, 8, 3, 3), np.float32)  # Not in the trunk.
+  np.savez(tmp_path / 'r18.npz', **state_dict)
+  setup.checkpointer.close()
+
+  config.model.pretrained = str(tmp_path / 'r18.npz')
+  loaded = train.build_setup(config, tmp_path / 'b')
+  jax.tree.map(np.testing.assert_array_equal, changed['params'],
+               jax.device_get(loaded.state.params['net']['backbone']))
+  jax.tree.map(np.testing.assert_array_equal, changed['batch_stats'],
+               jax.device_get(loaded.state.batch_stats['net']['backbone']))
+  loaded.checkpointer.close()

@@ -272,3 +272,36 @@ def test_mismatches_are_listed(tmp_path):
   fr['heads.bottleneck.0.bias'] = np.ones(WIDTH * 32, np.float32)
   with pytest.raises(weights.WeightConversionError, match='not zero'):
     weights.convert_state_dict(fr, variables, scope='all')
+
+
+def test_qaconv_trunk_loads_a_resnet_state_dict_without_its_layer4(tmp_path):
+  """QAConv's layer3 trunk takes an ImageNet ResNet file; layer4 and fc are left out."""
+  from jreid.models import qaconv as qaconv_lib  # pylint: disable=g-import-not-at-top
+  net = _randomise(TResNet(), 3)
+  path = tmp_path / 'r50.pth'
+  sd = net.state_dict()
+  sd['fc.weight'] = torch.zeros(10, WIDTH * 32)
+  sd['fc.bias'] = torch.zeros(10)
+  torch.save(sd, path)
+
+  cfg = qaconv_lib.qaconv_model_config()
+  cfg.backbone.width = WIDTH
+  model = models.build_model(cfg, 5)
+  images = _images(4)
+  variables = _init(model, images)
+  loaded = weights.load_pretrained_trunk(variables, path, cfg)
+  fmap = jax.jit(lambda v, x: model.backbone.apply(v, x, train=False))(
+      {'params': loaded['params']['backbone'], 'batch_stats': loaded['batch_stats']['backbone']},
+      images.astype(np.float32) / 255.0)
+  with torch.no_grad():
+    x = _torch_input(images, 0.0, 255.0)
+    x = net.maxpool(torch.relu(net.bn1(net.conv1(x))))
+    expected = net.layer3(net.layer2(net.layer1(x))).numpy()
+  assert fmap.shape == (2, 4, 2, WIDTH * 16)
+  np.testing.assert_allclose(np.asarray(fmap), expected.transpose(0, 2, 3, 1), atol=1e-4,
+                             rtol=1e-4)
+  # A file that lacks a block the trunk has is still an error naming it.
+  del sd['layer3.0.conv1.weight']
+  torch.save(sd, path)
+  with pytest.raises(weights.WeightConversionError, match='layer3_0/conv1'):
+    weights.load_pretrained_trunk(variables, path, cfg)

@@ -134,8 +134,7 @@ class QAConvSetup(train_lib.Setup):
     c = self.sampler.num_classes
     b = self.config.batch_size
 
-    def init(rng):
-      params, batch_stats = self._init_variables(rng)
+    def init(params, batch_stats):
       extra = {
           'lr_scale': jnp.ones([], jnp.float32),
           'end_epoch': jnp.zeros([], jnp.int32),  # 0 until the adaptive schedule decides it.
@@ -150,7 +149,18 @@ class QAConvSetup(train_lib.Setup):
                         opt_state=self.tx.init(params), extra=extra)
 
     rng = jax.random.key(self.config.seed, impl='rbg')
-    return jax.jit(init, out_shardings=parallel.replicated_sharding(self.mesh))(rng)
+    params, batch_stats = jax.jit(self._init_variables)(rng)
+    pretrained = self.config.model.get('pretrained', '')
+    if pretrained:
+      # ImageNet weights of a ResNet (torchvision / IBN-Net state dict) for the layer3 trunk.
+      from jreid import weights  # pylint: disable=g-import-not-at-top
+      net = weights.load_pretrained_trunk(
+          jax.device_get({'params': params['net'], 'batch_stats': batch_stats['net']}),
+          pretrained, self.config.model)
+      params = {**params, 'net': net['params']}
+      batch_stats = {**batch_stats, 'net': net['batch_stats']}
+    return jax.jit(init, out_shardings=parallel.replicated_sharding(self.mesh))(params,
+                                                                                 batch_stats)
 
   def fingerprint(self) -> dict[str, Any]:
     fp = super().fingerprint()

@@ -182,6 +182,7 @@ def qaconv_model_config() -> Any:
   cfg.qaconv.neck = 128
   cfg.qaconv.neck_bn = True  # Reference: bias-free conv + frozen BatchNorm (= scale and shift).
   cfg.qaconv.frozen_bn = True  # Reference (pretrained weights): BatchNorm frozen in training.
+  cfg.pretrained = ''  # A torchvision/IBN-Net ResNet state dict for the trunk (layer4 unused).
   cfg.dtype = 'float32'
   return cfg
 
