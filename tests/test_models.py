@@ -432,3 +432,39 @@ def test_build_model_accepts_plain_dicts():
   model = build_model(cfg, num_classes=3)
   shapes = jax.eval_shape(lambda: model.init(KEY, jnp.zeros((1, 32, 16, 3)), train=True))
   assert shapes['params']['head']['classifier']['kernel'].shape == (64, 3)
+
+
+def test_input_norm_fixed_and_per_image_equal_numpy():
+  from jreid.models.baseline import normalize_input
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (2, 6, 4, 3)).astype(np.uint8)
+  mean, std = (120.0, 110.0, 100.0), (50.0, 60.0, 70.0)
+  np.testing.assert_allclose(normalize_input(images, mean, std, 'fixed'),
+                             (images - np.array(mean)) / np.array(std), rtol=1e-6)
+  x = images.astype(np.float64)
+  mu = x.mean(axis=(1, 2), keepdims=True)
+  sigma = x.std(axis=(1, 2), keepdims=True)
+  np.testing.assert_allclose(normalize_input(images, mean, std, 'per_image'), (x - mu) / sigma,
+                             rtol=1e-5, atol=1e-5)
+  # A camera's per-channel gain and offset (colour cast, haze) leaves the per-image input as is.
+  cast = x * np.array([1.4, 0.9, 0.6]) + np.array([10.0, 30.0, -5.0])
+  np.testing.assert_allclose(normalize_input(cast, mean, std, 'per_image'),
+                             normalize_input(images, mean, std, 'per_image'), atol=1e-4)
+  with pytest.raises(ValueError, match='config.model.input_norm'):
+    normalize_input(images, mean, std, 'grey')
+
+
+def test_baseline_reads_input_norm_from_the_config():
+  cfg = default_model_config()
+  cfg.backbone.name, cfg.backbone.width = 'resnet18', 8
+  cfg.input_norm = 'per_image'
+  model = build_model(cfg, num_classes=3)
+  assert model.input_norm == 'per_image'
+  images = np.random.default_rng(1).integers(0, 200, (2, 32, 16, 3)).astype(np.float32)
+  variables = model.init(jax.random.PRNGKey(0), images, train=False)
+  out = model.apply(variables, images, train=False)['embedding']
+  shifted = model.apply(variables, images * np.float32(1.3) + 7, train=False)['embedding']
+  np.testing.assert_allclose(out, shifted, atol=2e-4)
+  cfg.input_norm = 'grey'
+  with pytest.raises(ValueError, match='input_norm'):
+    build_model(cfg, num_classes=3)

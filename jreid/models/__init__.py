@@ -78,6 +78,9 @@ def default_model_config() -> Any:
   cfg.head.dropout = 0.5  # The 'reduction' head's dropout.
   cfg.pixel_mean = baseline.IMAGENET_MEAN
   cfg.pixel_std = baseline.IMAGENET_STD
+  # 'fixed': (x - pixel_mean) / pixel_std; 'per_image': each image's own per-channel mean/std
+  # (grey-world: cancels per-camera gain and colour cast; baseline.normalize_input).
+  cfg.input_norm = 'fixed'
   cfg.dtype = 'float32'
   # PyTorch weights loaded at init (jreid.weights.load_pretrained): a torchvision/timm/IBN-Net
   # ResNet state dict (backbone) or a FastReID model-zoo checkpoint; '' = random init.

@@ -16,6 +16,27 @@ IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+INPUT_NORMS = ('fixed', 'per_image')
+
+
+def normalize_input(images: jnp.ndarray, mean: Sequence[float], std: Sequence[float],
+                    mode: str = 'fixed') -> jnp.ndarray:
+  """Float32 backbone input from images in 0..255 (NHWC).
+
+  'fixed': (x - mean) / std with the configured per-channel mean and std (ImageNet's by
+  default). 'per_image': each image standardised by its own per-channel mean and std, so any
+  per-channel affine change of an image (a camera's illumination gain, colour cast, haze) gives
+  the same input; a grey-world normalisation that stands in for the camera invariance ImageNet
+  features bring when a network starts from random weights.
+  """
+  x = images.astype(jnp.float32)
+  if mode == 'fixed':
+    return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+  if mode == 'per_image':
+    mu = jnp.mean(x, axis=(1, 2), keepdims=True)
+    sigma = jnp.std(x, axis=(1, 2), keepdims=True)
+    return (x - mu) / jnp.maximum(sigma, 1.0)
+  raise ValueError(f'config.model.input_norm must be one of {INPUT_NORMS}, got {mode!r}.')
 
 
 class Baseline(nn.Module):
@@ -28,6 +49,7 @@ class Baseline(nn.Module):
     pixel_mean: per-channel mean subtracted from the 0..255 input ((0, 0, 0) with std
       (255, 255, 255) feeds the backbone [0, 1] images).
     pixel_std: per-channel divisor.
+    input_norm: 'fixed' (pixel_mean/std) or 'per_image' (see `normalize_input`).
   """
 
   backbone: nn.Module
@@ -35,6 +57,7 @@ class Baseline(nn.Module):
   head: nn.Module
   pixel_mean: Sequence[float] = IMAGENET_MEAN
   pixel_std: Sequence[float] = IMAGENET_STD
+  input_norm: str = 'fixed'
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, train: bool,
@@ -56,9 +79,7 @@ class Baseline(nn.Module):
           f'Baseline expects images shaped [batch, height, width, {channels}] (NHWC), got '
           f'{images.shape}; transpose NCHW input with x.transpose(0, 2, 3, 1).'
       )
-    mean = jnp.asarray(self.pixel_mean, jnp.float32)
-    std = jnp.asarray(self.pixel_std, jnp.float32)
-    x = (images.astype(jnp.float32) - mean) / std
+    x = normalize_input(images, self.pixel_mean, self.pixel_std, self.input_norm)
     feature_map = self.backbone(x, train=train)
     pooled = self.pooling(feature_map)
     outputs = (self.head(pooled, train=train) if labels is None else
@@ -92,4 +113,8 @@ def build_baseline(cfg: Mapping[str, Any], num_classes: int) -> Baseline:
         'config.model.pixel_mean and pixel_std must hold one number per channel, std > 0; got '
         f'{pixel_mean} and {pixel_std}.'
     )
-  return Baseline(backbone, pooling, head, pixel_mean=pixel_mean, pixel_std=pixel_std)
+  if cfg.get('input_norm', 'fixed') not in INPUT_NORMS:
+    raise ValueError(f'config.model.input_norm must be one of {INPUT_NORMS}, got '
+                     f'{cfg["input_norm"]!r}.')
+  return Baseline(backbone, pooling, head, pixel_mean=pixel_mean, pixel_std=pixel_std,
+                  input_norm=cfg.get('input_norm', 'fixed'))

@@ -24,7 +24,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jreid.models import ARCHITECTURES, BACKBONES
-from jreid.models.baseline import DTYPES, IMAGENET_MEAN, IMAGENET_STD
+from jreid.models.baseline import DTYPES, IMAGENET_MEAN, IMAGENET_STD, INPUT_NORMS
+from jreid.models.baseline import normalize_input
 from jreid.models.resnet import BATCH_NORM_ARGS
 
 CLASSIFIER_INIT = nn.initializers.normal(stddev=0.001)
@@ -53,6 +54,7 @@ class PPLRNet(nn.Module):
     num_classes: classifier capacity (max clusters of any epoch).
     num_parts: horizontal stripes (PPLR: 3).
     pixel_mean, pixel_std: input normalisation of the 0..255 images.
+    input_norm: 'fixed' (pixel_mean/std) or 'per_image' (`baseline.normalize_input`).
   """
 
   backbone: nn.Module
@@ -60,15 +62,15 @@ class PPLRNet(nn.Module):
   num_parts: int = 3
   pixel_mean: Sequence[float] = IMAGENET_MEAN
   pixel_std: Sequence[float] = IMAGENET_STD
+  input_norm: str = 'fixed'
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, train: bool) -> dict[str, jnp.ndarray]:
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f'PPLRNet expects images shaped [batch, height, width, 3] (NHWC), got '
                        f'{images.shape}.')
-    mean = jnp.asarray(self.pixel_mean, jnp.float32)
-    std = jnp.asarray(self.pixel_std, jnp.float32)
-    feature_map = self.backbone((images.astype(jnp.float32) - mean) / std, train=train)
+    x = normalize_input(images, self.pixel_mean, self.pixel_std, self.input_norm)
+    feature_map = self.backbone(x, train=train)
     feature_map = feature_map.astype(jnp.float32)
     if feature_map.shape[1] < self.num_parts:
       raise ValueError(f'PPLRNet: the feature map has {feature_map.shape[1]} rows, fewer than '
@@ -108,6 +110,10 @@ def build_pplr(cfg: Mapping[str, Any], num_classes: int, num_parts: int = 3) -> 
     raise ValueError(f'config.model.backbone.name: {e}') from None
   if int(num_parts) < 1:
     raise ValueError(f'PPLR needs num_parts >= 1 (config.pplr.num_parts), got {num_parts}.')
+  input_norm = cfg.get('input_norm', 'fixed')
+  if input_norm not in INPUT_NORMS:
+    raise ValueError(f'config.model.input_norm must be one of {INPUT_NORMS}, got '
+                     f'{input_norm!r}.')
   return PPLRNet(factory(cfg['backbone'], DTYPES[cfg['dtype']]), int(num_classes),
                  int(num_parts), tuple(float(v) for v in cfg['pixel_mean']),
-                 tuple(float(v) for v in cfg['pixel_std']))
+                 tuple(float(v) for v in cfg['pixel_std']), input_norm)
