@@ -285,7 +285,10 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], variables: Mapping[
     source: how errors name the file.
   """
   flat_paths = set(_flatten(jax.device_get(variables)))
-  if is_fastreid(state_dict):
+  from jreid import weights_osnet  # pylint: disable=g-import-not-at-top (it imports this module)
+  if weights_osnet.is_osnet(state_dict):  # torchreid / FastReID OSNet (osnet_x1_0, osnet_ibn_x1_0)
+    converted = weights_osnet.convert_osnet_checkpoint(state_dict, flat_paths, scope, source)
+  elif is_fastreid(state_dict):
     converted = convert_fastreid(state_dict, flat_paths)
   else:
     if scope == 'all':

@@ -38,6 +38,7 @@ from jreid.models import qaconv  # noqa: E402,F401
 from jreid.models import two_stream  # noqa: E402,F401
 from jreid.models import pplr  # noqa: E402,F401
 from jreid.models import mgn  # noqa: E402,F401
+from jreid.models import osnet  # noqa: E402,F401
 from jreid.models.baseline import Baseline  # noqa: E402
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
