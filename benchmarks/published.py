@@ -4,17 +4,6 @@ Each entry names its source. Values are percentages as printed in the source; No
 source gives none.
 """
 
-# FastReID MODEL_ZOO.md ("Market1501/DukeMTMC/MSMT17 Baselines", BoT = configs/*/bagtricks_R50.yml
-# and bagtricks_R50-ibn.yml; ImageNet-pretrained, 256x128, 1 GPU).
-FASTREID_MODEL_ZOO = {
-    ('bagtricks', 'r50', 'market1501'): {'rank1': 93.6, 'mAP': 85.1, 'mINP': 58.1},
-    ('bagtricks', 'r50_ibn', 'market1501'): {'rank1': 94.8, 'mAP': 87.3, 'mINP': 63.5},
-    ('bagtricks', 'r50', 'dukemtmc'): {'rank1': 86.1, 'mAP': 75.9, 'mINP': 38.7},
-    ('bagtricks', 'r50_ibn', 'dukemtmc'): {'rank1': 89.0, 'mAP': 78.8, 'mINP': 43.6},
-    ('bagtricks', 'r50', 'msmt17'): {'rank1': 70.4, 'mAP': 47.5, 'mINP': 9.6},
-    ('bagtricks', 'r50_ibn', 'msmt17'): {'rank1': 76.9, 'mAP': 55.0, 'mINP': 13.5},
-}
-
 # RGB-infrared cross-modality re-ID, ImageNet-pretrained ResNet-50 two-stream, 288x144.
 # AGW: Ye et al., "Deep Learning for Person Re-identification: A Survey and Outlook" (TPAMI 2021)
 # and mangye16/Cross-Modal-Re-ID-baseline README; SYSU-MM01 all-search single-shot,
@@ -64,11 +53,22 @@ def lookup(method: str, backbone: str, dataset: str) -> dict[str, float | None] 
   return FASTREID_MODEL_ZOO.get(key) or CROSS_MODALITY.get(key) or PPLR_PAPER.get(key)
 
 
-# FastReID docs/MODEL_ZOO.md at JDAI-CV/fast-reid commit c1dc491 (the table with the v0.1.1 release
-# checkpoints; ImageNet-pretrained, 1 P40 GPU). Keys (method, backbone, dataset); methods
-# bagtricks/agw/sbs/mgn, backbones r50/r50_ibn/s50/r101_ibn as in configs/*.py variants. The six
-# bagtricks entries of FASTREID_MODEL_ZOO above come from an older revision of the table.
-FASTREID_MODEL_ZOO_V1 = {
+# FastReID model zoo: docs/MODEL_ZOO.md of JDAI-CV/fast-reid at commit
+# c1dc4919ef9ca908b47472e4ef6082b980921253, the table whose rows link the v0.1.1 release
+# checkpoints ("All numbers were obtained with 1 NVIDIA P40 GPU"; ImageNet-pretrained). Every value
+# below was checked against that file. A stored copy headed "1 NVIDIA V100 GPU, PyTorch 1.6"
+# prints the same numbers. Other revisions differ: docs/MODEL_ZOO.md at 1d6e970 has SBS(R101-ibn)
+# MSMT17 85.1/63.3/16.6 (no checkpoint); the earlier top-level MODEL_ZOO.md (e.g. at ab4afdb) has
+# other values in most rows; the first README/MODEL_ZOO tables have BoT(R50) Market1501
+# 93.6/85.1/58.1 (the old FASTREID_MODEL_ZOO entries). Only the c1dc491 table is kept here.
+# The FastReID paper's own Table 1 (arXiv 2006.02631) is not transcribed: no readable copy of its
+# tables was available when this was written, and no number is entered without one.
+# Keys (method, backbone, dataset): methods bagtricks (the table's BoT), agw, sbs, mgn (the table
+# labels the MGN row "SBS(R50-ibn)" but links configs/*/mgn_R50-ibn.yml); backbones r50, r50_ibn,
+# s50, r101_ibn as the configs/*.py variants; values in percent. The one DukeMTMC BoT(S50) mAP the
+# table prints with two decimals (80.13) is kept as printed.
+FASTREID_MODEL_ZOO_REVISION = 'c1dc4919ef9ca908b47472e4ef6082b980921253'
+FASTREID_MODEL_ZOO = {
     (m, b, d): {'rank1': r1, 'mAP': ap, 'mINP': inp}
     for (m, d), rows in {
         ('bagtricks', 'market1501'): {'r50': (94.4, 86.1, 59.4), 'r50_ibn': (94.9, 87.6, 64.1),
@@ -92,13 +92,17 @@ FASTREID_MODEL_ZOO_V1 = {
         ('sbs', 'msmt17'): {'r50': (81.8, 58.4, 13.9), 'r50_ibn': (83.9, 60.6, 15.2),
                             's50': (84.1, 61.7, 15.2), 'r101_ibn': (84.8, 62.8, 16.3)},
         ('mgn', 'msmt17'): {'r50_ibn': (85.1, 65.4, 18.4)},
+        # "VeRi Baseline", SBS(R50-ibn) (configs/VeRi/sbs_R50-ibn.yml).
         ('sbs', 'veri'): {'r50_ibn': (97.0, 81.9, 46.3)},
     }.items()
     for b, (r1, ap, inp) in rows.items()
 }
+# Deprecated alias of FASTREID_MODEL_ZOO (the two tables were merged); kept for old callers.
+FASTREID_MODEL_ZOO_V1 = FASTREID_MODEL_ZOO
 
-# Same source, vehicle sets: BoT(R50-ibn) (+ GeM, weighted soft-margin triplet), 4 P40 GPUs.
-# VehicleID: 10-fold test protocol, Rank-1/Rank-5 per test size.
+# Same file and commit, vehicle sets: BoT(R50-ibn) (configs/VehicleID/bagtricks_R50-ibn.yml and
+# configs/VERIWild/bagtricks_R50-ibn.yml), "trained on 4 NVIDIA P40 GPU". VehicleID: "Test
+# protocol: 10-fold cross-validation", Rank-1/Rank-5 per test size (small/medium/large).
 FASTREID_VEHICLEID = {
     'small': {'rank1': 86.6, 'rank5': 97.9},
     'medium': {'rank1': 82.9, 'rank5': 96.0},
@@ -112,8 +116,8 @@ FASTREID_VERIWILD = {
 
 
 def lookup_model_zoo(method: str, backbone: str, dataset: str) -> dict[str, float] | None:
-  """FastReID model-zoo numbers (FASTREID_MODEL_ZOO_V1) of a (method, backbone, dataset)."""
-  return FASTREID_MODEL_ZOO_V1.get((method, backbone, dataset))
+  """FastReID model-zoo numbers (FASTREID_MODEL_ZOO) of a (method, backbone, dataset), or None."""
+  return FASTREID_MODEL_ZOO.get((method, backbone, dataset))
 
 
 # PPLR (Cho et al., "Part-based Pseudo Label Refinement for Unsupervised Person

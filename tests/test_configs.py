@@ -50,6 +50,9 @@ def test_recipes_carry_fastreid_settings():
       'circle', 64.0, 0.35)
   assert sbs.optim.schedule == 'cosine' and sbs.optim.freeze_iters == 1000
   assert (sbs.input.height, sbs.input.width, sbs.sampler.num_instances) == (384, 128, 16)
+  # Base-SBS INPUT.AUTOAUG (ENABLED, PROB 0.1), applied first as FastReID's build_transforms.
+  assert sbs.augment.ops[:2] == ('autoaugment(prob=0.1)', 'resize')
+  assert _module('sbs').get_config().augment.ops == ()  # the cheap synthetic default
   mgn = _module('mgn').get_config('market1501,r50_ibn')
   assert mgn.model.name == 'mgn' and mgn.model.head.embedding_dim == 256
   assert not mgn.model.backbone.with_nl

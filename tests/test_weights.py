@@ -80,7 +80,7 @@ class TResNet(tnn.Module):
     super().__init__()
     self.conv1 = tnn.Conv2d(3, WIDTH, 7, 2, 3, bias=False)
     self.bn1 = tnn.BatchNorm2d(WIDTH)
-    self.maxpool = tnn.MaxPool2d(3, 2, 1, ceil_mode=ceil)
+    self.maxpool = tnn.MaxPool2d(3, 2, 0 if ceil else 1, ceil_mode=ceil)  # FastReID: unpadded
     inplanes = WIDTH
     self.nl = nl
     for i, n in enumerate(SIZES):
@@ -242,7 +242,8 @@ def test_stem_max_pool_matches_torch_in_both_modes():
   from jreid.models import resnet  # pylint: disable=g-import-not-at-top
   x = np.random.default_rng(0).normal(size=(1, 7, 10, 2)).astype(np.float32)
   for ceil, mode in ((False, 'torchvision'), (True, 'fastreid')):
-    want = tnn.MaxPool2d(3, 2, 1, ceil_mode=ceil)(torch.from_numpy(x.transpose(0, 3, 1, 2)))
+    pool = tnn.MaxPool2d(3, 2, 0 if ceil else 1, ceil_mode=ceil)  # FastReID's pool is unpadded
+    want = pool(torch.from_numpy(x.transpose(0, 3, 1, 2)))
     got = resnet.stem_max_pool(jnp.asarray(x), mode)
     np.testing.assert_array_equal(np.asarray(got), want.numpy().transpose(0, 2, 3, 1))
 

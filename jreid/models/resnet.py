@@ -26,8 +26,9 @@ Variants, each a switch of the same trunk:
 * Non-local blocks (FastReID/AGW `with_nl`): `nl_layers[i]` `NonLocal` blocks after the last
   `nl_layers[i]` blocks of stage i (`NL_{i+1}_{k}`, FastReID's `NL_{i+1}.{k}`).
 * Stem max-pool (`stem_pool`): 'torchvision' is `MaxPool2d(3, 2, padding=1)`; 'fastreid' is
-  FastReID's `MaxPool2d(3, 2, padding=1, ceil_mode=True)`, one row/column larger on even sizes
-  (128x64 -> 65x33), so a converted FastReID checkpoint gives FastReID's embeddings.
+  FastReID's `MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)` with no padding (see
+  `stem_max_pool`): the same size on even inputs (128x64 -> 64x32) but windows shifted by one
+  pixel, so a converted FastReID checkpoint needs it to give FastReID's embeddings.
 """
 
 import functools
@@ -51,11 +52,15 @@ STEM_POOLS = ('torchvision', 'fastreid')
 
 
 def stem_max_pool(x: jnp.ndarray, mode: str = 'torchvision') -> jnp.ndarray:
-  """The 3x3 stride-2 stem max-pool, padded by 1: floor mode (torchvision) or ceil mode (FastReID).
+  """The 3x3 stride-2 stem max-pool of torchvision (floor mode, padded by 1) or FastReID.
 
-  Ceil mode (PyTorch `ceil_mode=True`) adds an output row/column whose window starts inside the
-  input or its left padding: out = ceil((n - 1) / 2) + 1, minus 1 when that window would start
-  at or beyond n + 1. Padding is -inf, as in PyTorch.
+  'fastreid' is FastReID's `nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)`: no padding,
+  ceil mode (JDAI-CV/fast-reid fastreid/modeling/backbones/resnet.py at commit 4f90197, where the
+  torchvision line `MaxPool2d(kernel_size=3, stride=2, padding=1)` is commented out above it; the
+  early revision 12957f6 still used the torchvision pool). Windows start at 0, 2, 4, ... (not at
+  -1 as torchvision's), and ceil mode keeps a last, partial window when one starts inside the
+  input: out = ceil((n - 3) / 2) + 1, as PyTorch. The missing right-hand rows/columns are -inf,
+  so a partial window takes the max of what it covers.
   """
   if mode not in STEM_POOLS:
     raise ValueError(f'stem_pool must be one of {STEM_POOLS}, got {mode!r}; fix '
@@ -64,10 +69,8 @@ def stem_max_pool(x: jnp.ndarray, mode: str = 'torchvision') -> jnp.ndarray:
     return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
   pads = []
   for n in x.shape[1:3]:
-    out = -(-(n - 1) // 2) + 1
-    if (out - 1) * 2 >= n + 1:
-      out -= 1
-    pads.append((1, max((out - 1) * 2 + 3 - n - 1, 0)))
+    out = max(-(-(n - 3) // 2), 0) + 1  # the last window, at 2 * (out - 1), starts before n
+    pads.append((0, max((out - 1) * 2 + 3 - n, 0)))
   return nn.max_pool(x, (3, 3), strides=(2, 2), padding=tuple(pads))
 
 
@@ -239,7 +242,7 @@ class ResNet(nn.Module):
     with_se: squeeze-excitation in every block.
     nl_layers: non-local blocks per stage, after that stage's last blocks (() = none).
     nl_inter_channels: `NonLocal.inter_channels` (1 as FastReID/AGW; 0 = C // 2).
-    stem_pool: 'torchvision' or 'fastreid' (ceil-mode stem max-pool; see `stem_max_pool`).
+    stem_pool: 'torchvision' or 'fastreid' (unpadded ceil-mode max-pool; `stem_max_pool`).
   """
 
   block: type[BasicBlock] | type[Bottleneck]
