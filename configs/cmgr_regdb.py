@@ -10,11 +10,14 @@ Adam 1e-3, 8 epochs of 8 ids x (4 visible + 4 infrared):
 
   python -m jreid.main --config=configs/cmgr_regdb.py --workdir=/tmp/cmgr_regdb
 
-The paper recipe on RegDB (288x144, SGD Nesterov lr 0.1 / 0.01 backbone, warmup 10 epochs,
-x0.1 at 20 and 50, 81 epochs; see jreid.methods.cross_modality.recipe_config):
+The paper recipe on RegDB (288x144, SGD Nesterov lr 0.1 / 0.01 backbone, warmup over 10 epochs
+stepped per epoch, x0.1 at 20 and 50, 81 epochs; see jreid.methods.cross_modality.recipe_config),
+from the ImageNet weights of torchvision's ResNet-50 (resnet50-0676ba61.pth; the stem is copied
+into both modality streams; the non-local / graph modules, GeM and the head start as initialised):
 
   python -m jreid.main --config=configs/cmgr_regdb.py:paper --workdir=runs/cmgr_regdb \
-      --config.dataset.root=/path/to/RegDB --config.dataset.trial=1
+      --config.dataset.root=/path/to/RegDB --config.dataset.trial=1 \
+      --config.model.pretrained=/path/to/resnet50-0676ba61.pth
 
 RegDB is 10 trials, each its own training run on its own split (--config.dataset.trial=1..10);
 each run reports visible -> thermal (headline) and thermal -> visible; average the 10 runs'

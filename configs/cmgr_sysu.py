@@ -9,11 +9,14 @@ ResNet-18 width 16, 96x48 input, Adam 1e-3, 8 epochs of 8 ids x (4 visible + 4 i
 
   python -m jreid.main --config=configs/cmgr_sysu.py --workdir=/tmp/cmgr_sysu
 
-The paper recipe on SYSU-MM01 (288x144, SGD Nesterov lr 0.1 / 0.01 backbone, warmup 10 epochs,
-x0.1 at 20 and 50, 81 epochs; see jreid.methods.cross_modality.recipe_config):
+The paper recipe on SYSU-MM01 (288x144, SGD Nesterov lr 0.1 / 0.01 backbone, warmup over 10 epochs
+stepped per epoch, x0.1 at 20 and 50, 81 epochs; see jreid.methods.cross_modality.recipe_config),
+from the ImageNet weights of torchvision's ResNet-50 (resnet50-0676ba61.pth; the stem is copied
+into both modality streams; the non-local / graph modules, GeM and the head start as initialised):
 
   python -m jreid.main --config=configs/cmgr_sysu.py:paper --workdir=runs/cmgr_sysu \
-      --config.dataset.root=/path/to/SYSU-MM01
+      --config.dataset.root=/path/to/SYSU-MM01 \
+      --config.model.pretrained=/path/to/resnet50-0676ba61.pth
 
 Evaluation: infrared queries against visible galleries sampled per trial (10 trials), all-search
 and indoor-search, single-shot (headline) and multi-shot (10 per identity and camera), with the

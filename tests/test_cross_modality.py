@@ -358,7 +358,9 @@ def test_two_stream_routing_and_masked_statistics():
   rng = np.random.default_rng(9)
   images = jnp.asarray(rng.integers(0, 255, (4, 32, 16, 3)), jnp.uint8)
   modality = jnp.array([0, 1, 0, 1])
-  variables = jax.jit(lambda: model.init(jax.random.key(0), images, modality, train=False))()
+  # The 'rbg' generator: the initialisers compile several times faster than threefry on CPU.
+  variables = jax.jit(lambda: model.init(jax.random.key(0, impl='rbg'), images, modality,
+                                         train=False))()
   params = variables['params']['backbone']
   assert {'visible', 'infrared', 'NL_2_0', 'layer2_0'} <= set(params)
   assert 'layer1_0' in params['visible'] and 'layer1_0' not in params
@@ -406,3 +408,173 @@ def test_configs(name):
     assert paper.loss.triplet.weight == 2.0 and paper.model.two_stream.specific_stages == 1
   with pytest.raises(ValueError, match='unknown variant'):
     module.get_config('market1501')
+
+
+# --------------------------------------------------------------------------------------------
+# The paper recipe: per-epoch warmup and ImageNet weights
+
+
+def reference_adjust_learning_rate(base_lr, epoch):
+  """AGW train.py's adjust_learning_rate: (backbone group lr, bottleneck/classifier lr)."""
+  if epoch < 10:
+    lr = base_lr * (epoch + 1) / 10
+  elif epoch < 20:
+    lr = base_lr
+  elif epoch < 50:
+    lr = base_lr * 0.1
+  else:
+    lr = base_lr * 0.01
+  return 0.1 * lr, lr
+
+
+@pytest.mark.parametrize('name', ['agw_sysu', 'cmgr_regdb'])
+def test_paper_schedule_equals_reference_per_epoch(name):
+  from jreid import optim  # pylint: disable=g-import-not-at-top
+  cfg = _config_module(name).get_config('paper').optim
+  assert cfg.warmup_per_epoch
+  spe = 3
+  sched = jax.jit(jax.vmap(optim.learning_rate_schedule(cfg, spe, 81 * spe)))
+  lrs = np.asarray(sched(jnp.arange(81 * spe)), np.float64).reshape(81, spe)
+  tree = {'backbone': {'visible': {'conv1': {'kernel': 0}}, 'layer2_0': {'bn1': {'bias': 0}}},
+          'head': {'classifier': {'kernel': 0}, 'bnneck': {'scale': 0}}}
+  _, factors = optim.param_hyperparams(tree, cfg)
+  for epoch in range(81):
+    backbone, new = reference_adjust_learning_rate(0.1, epoch)
+    for step_lr in lrs[epoch]:  # constant within the epoch
+      np.testing.assert_allclose(step_lr * factors['backbone']['visible']['conv1']['kernel'],
+                                 backbone, rtol=1e-6)
+      np.testing.assert_allclose(step_lr * factors['backbone']['layer2_0']['bn1']['bias'],
+                                 backbone, rtol=1e-6)
+      np.testing.assert_allclose(step_lr * factors['head']['classifier']['kernel'], new,
+                                 rtol=1e-6)
+      np.testing.assert_allclose(step_lr * factors['head']['bnneck']['scale'], new, rtol=1e-6)
+  # The default (per-step) warmup is unchanged: it grows inside epoch 0.
+  cfg.warmup_per_epoch = False
+  per_step = optim.learning_rate_schedule(cfg, spe, 81 * spe)
+  assert float(per_step(0)) < float(per_step(1)) < float(per_step(2))
+  cfg.warmup_per_epoch, cfg.warmup_epochs = True, 2.5
+  with pytest.raises(ValueError, match='whole number of warmup_epochs'):
+    optim.learning_rate_schedule(cfg, spe, 81 * spe)
+
+
+def _config_module(name):
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(__file__), '..', 'configs', f'{name}.py')
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def torch_resnet18(width):
+  """A torchvision-named ResNet-18 (basic blocks) of the given width, last stride 1, with random
+  weights and BatchNorm statistics, built from torch.nn primitives."""
+  torch = pytest.importorskip('torch')
+  tnn = torch.nn
+
+  class Block(tnn.Module):
+
+    def __init__(self, inplanes, planes, stride):
+      super().__init__()
+      self.conv1 = tnn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+      self.bn1 = tnn.BatchNorm2d(planes)
+      self.conv2 = tnn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+      self.bn2 = tnn.BatchNorm2d(planes)
+      self.downsample = None
+      if stride != 1 or inplanes != planes:
+        self.downsample = tnn.Sequential(tnn.Conv2d(inplanes, planes, 1, stride, bias=False),
+                                         tnn.BatchNorm2d(planes))
+
+    def forward(self, x):
+      y = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+      return torch.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+  class Net(tnn.Module):
+
+    def __init__(self):
+      super().__init__()
+      self.conv1 = tnn.Conv2d(3, width, 7, 2, 3, bias=False)
+      self.bn1 = tnn.BatchNorm2d(width)
+      self.maxpool = tnn.MaxPool2d(3, 2, 1)
+      inplanes = width
+      for i in range(4):
+        planes, stride = width * 2**i, (1, 2, 2, 1)[i]
+        setattr(self, f'layer{i + 1}', tnn.Sequential(Block(inplanes, planes, stride),
+                                                       Block(planes, planes, 1)))
+        inplanes = planes
+      self.fc = tnn.Linear(inplanes, 10)
+
+    def forward(self, x):
+      x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
+      return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+  torch.manual_seed(0)
+  net = Net().eval()
+  with torch.no_grad():
+    for m in net.modules():
+      if isinstance(m, tnn.BatchNorm2d):
+        m.weight.uniform_(0.5, 1.5)
+        m.bias.normal_(0, 0.1)
+        m.running_mean.normal_(0, 0.1)
+        m.running_var.uniform_(0.5, 1.5)
+  return net
+
+
+@pytest.mark.parametrize('specific_stages', [0, 1])
+def test_pretrained_resnet_fills_both_streams(tmp_path, specific_stages):
+  torch = pytest.importorskip('torch')
+  from jreid import models  # pylint: disable=g-import-not-at-top
+  from jreid import weights  # pylint: disable=g-import-not-at-top
+  from jreid.methods import cross_modality  # pylint: disable=g-import-not-at-top
+  width = 16
+  net = torch_resnet18(width)
+  torch.save(net.state_dict(), tmp_path / 'r18.pth')  # with fc.* and num_batches_tracked
+  cfg = models.default_model_config()
+  cfg.name = 'two_stream'
+  cfg.backbone.name = 'resnet18'
+  cfg.backbone.width = width
+  cfg.backbone.with_nl = True
+  cfg.backbone.nl_layers = (0, 1, 1, 0)
+  cfg.pooling.name = 'gem'
+  cfg.two_stream = two_stream.default_two_stream_config()
+  cfg.two_stream.specific_stages = specific_stages
+  cfg.two_stream.graph.local_to_local = bool(specific_stages)  # graph reasoning with the cmgr
+  cfg.two_stream.graph.modality_similarity = bool(specific_stages)
+  model = models.build_model(cfg, 5)
+  images, modality = jnp.zeros((2, 64, 32, 3), jnp.uint8), jnp.array([0, 1])
+  # The model's variables as zeros (no compiled init): the non-local blocks (zero BatchNorm
+  # scale) and the graph modules (zero gammas) are then the identity, as after their own init.
+  initial = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), jax.eval_shape(
+      lambda: model.init(jax.random.key(0), images, modality, train=False)))
+  loaded, left_out = cross_modality.load_pretrained_two_stream(initial, tmp_path / 'r18.pth', cfg)
+  expected = ['backbone/NL_2_0', 'backbone/NL_3_0'] + (['backbone/graph'] if specific_stages
+                                                       else []) + ['head']
+  assert left_out == expected
+  p, p0 = loaded['params']['backbone'], initial['params']['backbone']
+  for module in ('NL_2_0', 'NL_3_0') + (('graph',) if specific_stages else ()):
+    jax.tree.map(np.testing.assert_array_equal, p[module], p0[module])
+  jax.tree.map(np.testing.assert_array_equal, loaded['params']['head'], initial['params']['head'])
+  np.testing.assert_array_equal(p['visible']['conv1']['kernel'],
+                                net.conv1.weight.detach().numpy().transpose(2, 3, 1, 0))
+  jax.tree.map(np.testing.assert_array_equal, p['visible'], p['infrared'])
+  assert ('layer1_0' in p['visible']) == bool(specific_stages)
+
+  # The trunk of each stream equals the torch network's layer4 output (eval mode).
+  x = np.random.default_rng(11).normal(size=(2, 64, 32, 3)).astype(np.float32)
+  trunk = jax.jit(lambda v, x, m: model.backbone.apply(
+      {'params': v['params']['backbone'], 'batch_stats': v['batch_stats']['backbone']}, x, m,
+      train=False))
+  with torch.no_grad():
+    want = net(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy().transpose(0, 2, 3, 1)
+  for m in ([0, 0], [1, 1], [0, 1]):
+    got = np.asarray(trunk(loaded, x, jnp.array(m)))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+  # Strict elsewhere: a missing tensor and a FastReID checkpoint are clear errors.
+  state = {k: v.numpy() for k, v in net.state_dict().items() if k != 'layer3.0.conv1.weight'}
+  np.savez(tmp_path / 'cut.npz', **state)
+  with pytest.raises(weights.WeightConversionError, match='layer3_0/conv1/kernel'):
+    cross_modality.load_pretrained_two_stream(initial, tmp_path / 'cut.npz', cfg)
+  np.savez(tmp_path / 'fastreid.npz', **{f'backbone.{k}': v for k, v in state.items()})
+  with pytest.raises(weights.WeightConversionError, match='FastReID checkpoint'):
+    cross_modality.load_pretrained_two_stream(initial, tmp_path / 'fastreid.npz', cfg)

@@ -25,9 +25,12 @@ Reasoning for RGB-Infrared Person Re-identification", IEEE SPL 2021) in the shar
 
 from __future__ import annotations
 
+import os
 import pathlib
+import re
 from typing import Any
 
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -164,7 +167,24 @@ class CrossModalitySetup(train_lib.Setup):
                         opt_state=self.tx.init(params))
 
     rng = jax.random.key(self.config.seed, impl='rbg')
-    return jax.jit(init, out_shardings=parallel.replicated_sharding(self.mesh))(rng)
+    pretrained = self.config.model.get('pretrained', '')
+    if not pretrained:
+      return jax.jit(init, out_shardings=parallel.replicated_sharding(self.mesh))(rng)
+    # ImageNet weights of a ResNet: the stem (+ layer1) into both streams, shared stages as is.
+    variables = jax.device_get(jax.jit(
+        lambda r: self.model.init(r, images, modality, train=False))(rng))
+    variables, left_out = load_pretrained_two_stream(variables, pretrained, self.config.model)
+    if jax.process_index() == 0:
+      print(f'pretrained weights from {pretrained}; left as initialised: '
+            f'{", ".join(left_out)}', flush=True)
+
+    def init_from(variables):
+      params = variables['params']
+      return TrainState(step=jnp.zeros([], jnp.int32), params=params,
+                        batch_stats=variables.get('batch_stats', {}),
+                        opt_state=self.tx.init(params))
+
+    return jax.jit(init_from, out_shardings=parallel.replicated_sharding(self.mesh))(variables)
 
   # Training.
 
@@ -277,19 +297,49 @@ class CrossModalitySetup(train_lib.Setup):
     metrics.update({f'{name}_{k}': v for k, v in cm_eval.rank_dict(reverse).items()})
     return inference.EvalOutput(metrics, result, qf, gf, metric=metric)
 
+  def _direction_rows(self, metrics: dict[str, Any]) -> list[tuple[str, str]]:
+    """(row label, metrics key prefix) of every evaluated setting, headline first."""
+    cm = self.cm
+    reverse = self._reverse_name()
+    forward = ('infrared_to_visible' if cm.protocol == 'sysu' else
+               '_to_'.join(reversed(reverse.split('_to_'))))
+    rows = []
+    if cm.protocol == 'sysu':
+      for i, (mode, shots) in enumerate((m, s) for m in cm.search_modes for s in cm.shots):
+        kind = 'single-shot' if shots == 1 else f'multi-shot ({shots})'
+        prefix = '' if i == 0 else f'{mode}_{"single" if shots == 1 else f"multi{shots}"}_'
+        rows.append((f'{forward.replace("_", " ")}, {mode}-search {kind}', prefix))
+    else:
+      rows.append((forward.replace('_', ' '), ''))
+    rows.append((f'{reverse.replace("_", " ")} (full test sets)', f'{reverse}_'))
+    return [(label, prefix) for label, prefix in rows if f'{prefix}mAP' in metrics]
+
   def report_sections(self, state: TrainState, output: inference.EvalOutput
                       ) -> list[tuple[str, str, str | None]]:
-    """The rank lists of the other direction (gallery modality to query modality)."""
+    """Both directions' metrics in one table, and the rank lists of the other direction
+    (gallery modality to query modality; the query direction's are the report's own)."""
     del state
+    metrics = output.metrics
+    ranks = (1, 10, 20)
+    lines = ['| direction | ' + ' | '.join(f'Rank-{k}' for k in ranks) + ' | mAP | mINP |',
+             '|:--|' + '--:|' * (len(ranks) + 2)]
+    for label, prefix in self._direction_rows(metrics):
+      cells = [metrics.get(f'{prefix}rank{k}') for k in ranks]
+      cells += [metrics[f'{prefix}mAP'], metrics[f'{prefix}mINP']]
+      lines.append(f'| {label} | ' + ' | '.join(
+          '-' if v is None else f'{100 * v:.2f}' for v in cells) + ' |')
+    sections = [('Both directions', 'Rank-k (CMC), mAP and mINP in percent of each evaluated '
+                 'direction and setting.\n\n' + '\n'.join(lines), None)]
     reverse = inference.EvalOutput({}, output.result, output.gallery_features,
                                    output.query_features, metric=output.metric)
     report.plot_rank_lists(self.splits['gallery'], self.splits['query'], reverse.query_distances,
                            self.workdir / 'rank_lists_reverse.png',
                            num_queries=self.config.eval.rank_list_queries)
     name = self._reverse_name().replace('_', ' ')
-    return [(f'Rank lists, {name}', f'Each row: a {name.split()[0]} query (the test gallery '
-             'images) and its top-10 matches among the other modality\'s test images (the '
-             'query set); green: same identity, red: different.', 'rank_lists_reverse.png')]
+    return sections + [(
+        f'Rank lists, {name}', f'Each row: a {name.split()[0]} query (the test gallery images) '
+        'and its top-10 matches among the other modality\'s test images (the query set); '
+        'green: same identity, red: different.', 'rank_lists_reverse.png')]
 
   def describe(self) -> str:
     config, cm = self.config, self.cm
@@ -315,6 +365,54 @@ class CrossModalitySetup(train_lib.Setup):
         '(the other direction).')
 
 
+# Backbone modules that an ImageNet ResNet has no weights for: they keep their initial values
+# (non-local blocks start as the identity, as do the graph-reasoning modules, whose gammas are 0).
+_NEW_BACKBONE_MODULES = re.compile(r'^(NL_\d+_\d+|graph)$')
+
+
+def load_pretrained_two_stream(variables: dict[str, Any], path: str | os.PathLike[str],
+                               model_cfg: Any = None) -> tuple[dict[str, Any], list[str]]:
+  """The two-stream model's `variables` with an ImageNet ResNet state dict (torchvision, timm or
+  IBN-Net naming, e.g. torchvision's resnet50-0676ba61.pth) in its backbone.
+
+  The file's stem (`conv1`, `bn1`, and `layer1` when it is modality-specific) is copied into
+  both the visible and the infrared stream; the shared stages load as named. The non-local
+  blocks, the graph-reasoning modules, the pooling (GeM), the BNNeck and the classifier are not
+  in an ImageNet file and stay as initialised; they are returned by name. Everything else is
+  strict (`jreid.weights.merge`): a model weight the file lacks, a file weight without a place in
+  the model or a shape mismatch is a `WeightConversionError` naming them.
+
+  Returns:
+    (new variables as numpy arrays, names of the modules left as initialised).
+  """
+  from jreid import weights  # pylint: disable=g-import-not-at-top
+  state_dict = weights.load_torch_state_dict(path)
+  source = f'weight file {path}'
+  if model_cfg is not None:
+    source += f' (config.model.backbone.name={model_cfg["backbone"]["name"]!r})'
+  if weights.is_fastreid(state_dict):
+    raise weights.WeightConversionError(
+        f'{source} is a FastReID checkpoint; the two-stream model takes a plain ImageNet ResNet '
+        'state dict (torchvision, timm or IBN-Net) in config.model.pretrained.')
+  flat = traverse_util.flatten_dict(jax.device_get(variables))
+  backbone = {p for p in flat if p[1:2] == ('backbone',)}
+  streams = {p[3] for p in backbone if p[2] == 'visible'}  # conv1, bn1 (+ layer1_*)
+  converted = {}
+  for p, value in weights.convert_resnet(state_dict, ('backbone',)).items():
+    if p[2] in streams:
+      for stream in ('visible', 'infrared'):
+        converted[(p[0], p[1], stream, *p[2:])] = value
+    else:
+      converted[p] = value
+  kept = sorted({p[2] for p in backbone if _NEW_BACKBONE_MODULES.match(p[2])})
+  for p in backbone:
+    if p[2] in kept:
+      converted[p] = flat[p]
+  merged = weights.merge(variables, converted, ('backbone',), source)
+  others = sorted({p[1] for p in flat if p[1] != 'backbone'})
+  return merged, [f'backbone/{k}' for k in kept] + others
+
+
 MODELS = ('agw', 'cmgr')
 VARIANTS = ('synthreid', 'paper')
 
@@ -327,9 +425,12 @@ def recipe_config(model: str, protocol: str, variant: str | None) -> ml_collecti
   the rest, linear warmup over 10 epochs from 0.01, x0.1 at epoch 20, x0.01 at 50, 81 epochs,
   288x144 input, pad 10 + crop + flip, batch 8 ids x (4 visible + 4 infrared)); CE + WRT for AGW,
   CE + 2 x hard triplet (margin 0.3) and stem + layer1 per modality with the graph reasoning
-  modules for 'cmgr'. The reference warms up per epoch (lr x (epoch + 1) / 10); the warmup here
-  is linear per step. 'synthreid': the same model and losses on SynthReID-IR, shrunk to a
-  ResNet-18 of width 16 at 96x48, Adam 1e-3, 8 epochs, to run on a 2-core CPU.
+  modules for 'cmgr'. The warmup is per epoch as the reference's (lr x (epoch + 1) / 10 in epoch
+  0..9: `optim.warmup_per_epoch`). The backbone starts from ImageNet weights given as
+  `--config.model.pretrained=/path/to/resnet50-0676ba61.pth` (torchvision's ResNet-50; see
+  `load_pretrained_two_stream`); without it, from random initialisation. 'synthreid': the same
+  model and losses on SynthReID-IR, shrunk to a ResNet-18 of width 16 at 96x48, Adam 1e-3, 8
+  epochs with a per-step warmup, from random initialisation, to run on a 2-core CPU.
   """
   # pylint: disable=g-import-not-at-top
   from jreid.config_defaults import base_config
@@ -389,6 +490,7 @@ def recipe_config(model: str, protocol: str, variant: str | None) -> ml_collecti
   config.optim.warmup_epochs = 10
   config.optim.warmup_factor = 0.1
   config.optim.warmup_method = 'linear'
+  config.optim.warmup_per_epoch = True  # lr x (epoch + 1) / 10, constant within an epoch.
   config.train.epochs = 81
   config.input.height, config.input.width = 288, 144
   config.augment.pad = 10
@@ -411,6 +513,7 @@ def recipe_config(model: str, protocol: str, variant: str | None) -> ml_collecti
     config.optim.lr = 1e-3
     config.optim.lr_factors = ()
     config.optim.warmup_epochs = 1
+    config.optim.warmup_per_epoch = False
     config.optim.milestones = (6,)
     config.train.epochs = 8
     config.train.log_every_steps = 10
