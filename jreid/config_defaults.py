@@ -58,6 +58,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.prefetch = 2
   c.data.on_corrupt = 'skip'  # Undecodable images: 'skip' (counted, named once) | 'error'.
 
+  # c.model.dtype is the compute dtype, 'float32' | 'bfloat16' (mixed precision): with bfloat16
+  # convolutions and activations run in bfloat16, while params (master weights), optimiser state,
+  # BatchNorm statistics, pooling, head, losses and gradients stay float32.
   c.model = models.default_model_config()
 
   c.loss = ml_collections.ConfigDict()
@@ -94,8 +97,24 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.warmup_epochs = 10.0
   c.optim.warmup_factor = 0.1
   c.optim.warmup_method = 'linear'  # 'linear' | 'constant'
+  c.optim.warmup_per_epoch = False  # True: the warmup factor is constant within an epoch.
   c.optim.freeze_layers = ('^backbone/',)  # Path regexes frozen for the first freeze_iters.
   c.optim.freeze_iters = 0
+  # Stochastic weight averaging (FastReID SOLVER.SWA; supervised setup only). From start_epoch to
+  # the end of training the params are averaged every `freq` steps (in TrainState.extra, so a
+  # resumed run is exact); after the last epoch the params are replaced by the average and the
+  # BatchNorm statistics recomputed on `bn_update_steps` training batches (0: one epoch), so the
+  # final checkpoint and evaluation use the averaged model.
+  c.optim.swa = ml_collections.ConfigDict()
+  c.optim.swa.enabled = False
+  c.optim.swa.start_epoch = 0  # First epoch of the SWA phase, in [0, train.epochs).
+  c.optim.swa.freq = 2  # Steps between averages (FastReID SWA.PERIOD); also the lr cycle length.
+  # cyclic_lr: lr in the SWA phase cosine-annealed from lr_factor x (lr at start_epoch) down to
+  # eta_min_lr, restarting every `freq` steps (FastReID SWA.LR_SCHED); False: main schedule.
+  c.optim.swa.cyclic_lr = True
+  c.optim.swa.lr_factor = 10.0  # FastReID SWA.LR_FACTOR.
+  c.optim.swa.eta_min_lr = 3.5e-6  # FastReID SWA.ETA_MIN_LR.
+  c.optim.swa.bn_update_steps = 0  # Batches of the BatchNorm recomputation; 0: steps_per_epoch.
 
   c.train = ml_collections.ConfigDict()
   c.train.epochs = 120

@@ -42,13 +42,20 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int,
   """Per-step learning rate: `cfg.lr` x warmup factor x main epoch-level schedule.
 
   Keys of `cfg` (config.optim): lr, warmup_epochs, warmup_factor, warmup_method ('linear' |
-  'constant'), schedule ('multistep' | 'cosine' | 'constant'), milestones (epochs), gamma,
-  delay_epochs, eta_min_lr.
+  'constant'), warmup_per_epoch (False: the linear factor grows every step, FastReID; True: it
+  is constant within each epoch and goes from warmup_factor in the first warmup epoch to 1 in
+  the last, as AGW's per-epoch adjust_learning_rate; needs whole warmup_epochs), schedule
+  ('multistep' | 'cosine' | 'constant'), milestones (epochs), gamma, delay_epochs, eta_min_lr.
   """
   base_lr = float(cfg.lr)
   warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
   total_epochs = max(total_steps / steps_per_epoch, 1.0)
   milestones = np.asarray(sorted(cfg.milestones), np.int32) if cfg.milestones else None
+  warmup_per_epoch = bool(cfg.get('warmup_per_epoch', False))
+  if warmup_per_epoch and cfg.warmup_epochs != int(cfg.warmup_epochs):
+    raise ValueError(f'config.optim.warmup_per_epoch=True needs a whole number of '
+                     f'warmup_epochs, got {cfg.warmup_epochs}; round it or set '
+                     'warmup_per_epoch=False.')
 
   def schedule(step):
     step = jnp.asarray(step)
@@ -65,7 +72,12 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int,
       raise ValueError(f"unknown optim.schedule {cfg.schedule!r}: use 'multistep', 'cosine' or "
                        "'constant'")
     if warmup_steps > 0:
-      if cfg.warmup_method == 'linear':
+      if cfg.warmup_method == 'linear' and warmup_per_epoch:
+        # Piecewise constant per epoch, `warmup_factor` in epoch 0 to 1 in epoch W - 1; with
+        # warmup_factor = 1 / W this is AGW's lr x (epoch + 1) / W.
+        alpha = jnp.minimum(epoch / max(int(cfg.warmup_epochs) - 1, 1), 1.0)
+        factor = cfg.warmup_factor * (1.0 - alpha) + alpha
+      elif cfg.warmup_method == 'linear':
         alpha = jnp.minimum(step / warmup_steps, 1.0)
         factor = cfg.warmup_factor * (1.0 - alpha) + alpha
       elif cfg.warmup_method == 'constant':
@@ -205,3 +217,87 @@ def _zero_first(mask: PyTree, num_steps: int) -> optax.GradientTransformation:
 
   return optax.GradientTransformation(
       lambda _: optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32)), update)
+
+
+# Stochastic weight averaging (Izmailov et al., UAI 2018), as FastReID's SOLVER.SWA.
+
+
+def swa_enabled(cfg: ml_collections.ConfigDict) -> bool:
+  """Whether `config.optim.swa.enabled` is set (configs without the section: False)."""
+  swa = cfg.get('swa', None)
+  return bool(swa is not None and swa.enabled)
+
+
+def swa_start_step(cfg: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
+  """The first step of the SWA phase: `config.optim.swa.start_epoch` x steps per epoch."""
+  return int(cfg.swa.start_epoch) * int(steps_per_epoch)
+
+
+def check_swa_config(cfg: ml_collections.ConfigDict, steps_per_epoch: int,
+                     total_steps: int) -> None:
+  """ValueError naming the key to fix when the SWA phase cannot average anything."""
+  swa = cfg.swa
+  total_epochs = total_steps // steps_per_epoch
+  if not 0 <= int(swa.start_epoch) < total_epochs:
+    raise ValueError(f'config.optim.swa.start_epoch={swa.start_epoch} must be in [0, '
+                     f'train.epochs={total_epochs}): the SWA phase runs from that epoch to the '
+                     'end of training.')
+  if int(swa.freq) < 1:
+    raise ValueError(f'config.optim.swa.freq={swa.freq} must be >= 1 (steps between averages).')
+  phase = total_steps - swa_start_step(cfg, steps_per_epoch)
+  if phase < int(swa.freq):
+    raise ValueError(f'config.optim.swa.freq={swa.freq} is longer than the SWA phase ({phase} '
+                     f'steps from epoch {swa.start_epoch}): nothing would be averaged; lower '
+                     'freq or start_epoch.')
+  if swa.cyclic_lr and (swa.lr_factor <= 0 or swa.eta_min_lr < 0):
+    raise ValueError(f'config.optim.swa.lr_factor ({swa.lr_factor}) must be > 0 and eta_min_lr '
+                     f'({swa.eta_min_lr}) >= 0.')
+
+
+def swa_learning_rate_schedule(cfg: ml_collections.ConfigDict, schedule: optax.Schedule,
+                               steps_per_epoch: int, total_steps: int) -> optax.Schedule:
+  """`schedule`, then FastReID's cyclic SWA learning rate from `swa.start_epoch` on.
+
+  With `swa.cyclic_lr`, step s of the SWA phase (t = s - start) uses
+  `eta_min_lr + (lr_swa - eta_min_lr) * (1 + cos(pi * (t mod freq) / freq)) / 2`, with
+  `lr_swa = lr_factor * schedule(start)`: torch's CosineAnnealingWarmRestarts(T_0=freq) started
+  at the SWA phase, as FastReID's SWA hook with LR_SCHED. Each cycle ends on an averaging step
+  (the lowest lr of the cycle). Without `cyclic_lr`, or with SWA disabled, `schedule` unchanged.
+  Per-parameter factors (bias_lr_factor, lr_factors) still multiply this global rate.
+  """
+  if not swa_enabled(cfg):
+    return schedule
+  check_swa_config(cfg, steps_per_epoch, total_steps)
+  swa = cfg.swa
+  if not swa.cyclic_lr:
+    return schedule
+  start = swa_start_step(cfg, steps_per_epoch)
+  freq = int(swa.freq)
+  eta_min = float(swa.eta_min_lr)
+  lr_swa = float(swa.lr_factor) * float(schedule(start))
+
+  def swa_schedule(step):
+    step = jnp.asarray(step)
+    t = jnp.mod(jnp.maximum(step - start, 0), freq)
+    cyclic = eta_min + (lr_swa - eta_min) * 0.5 * (1.0 + jnp.cos(jnp.pi * t / freq))
+    return jnp.where(step >= start, cyclic, schedule(step)).astype(jnp.float32)
+
+  return swa_schedule
+
+
+def swa_init(params: PyTree) -> dict[str, Any]:
+  """The SWA running average (params-shaped, float32 like the master weights) and its count."""
+  return {'params': jax.tree.map(jnp.zeros_like, params), 'count': jnp.zeros([], jnp.int32)}
+
+
+def swa_update(swa: dict[str, Any], params: PyTree, average: jax.Array) -> dict[str, Any]:
+  """Adds `params` to the running mean where `average` (a traced bool) is set.
+
+  mean_{n+1} = mean_n + (params - mean_n) / (n + 1): the first average is `params` itself, and
+  after n updates the mean of the n snapshots (torchcontrib's / FastReID's `update_swa`).
+  """
+  count = swa['count']
+  inv = 1.0 / (count + 1).astype(jnp.float32)
+  new = jax.tree.map(lambda m, p: jnp.where(average, m + (p - m) * inv.astype(m.dtype), m),
+                     swa['params'], params)
+  return {'params': new, 'count': count + average.astype(jnp.int32)}

@@ -13,12 +13,14 @@ Steps are data parallel over a mesh of every device (state replicated, batch spl
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import pathlib
 import signal
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import flax
@@ -100,8 +102,13 @@ def prepare_workdir(workdir: str | pathlib.Path, config: ml_collections.ConfigDi
 
 def model_fingerprint(config: ml_collections.ConfigDict, num_classes: int) -> dict[str, Any]:
   """What a checkpoint must match to be restored into this run."""
-  return {'model': json.loads(config.model.to_json_best_effort()), 'num_classes': int(num_classes),
-          'dataset': config.dataset.name}
+  fingerprint = {'model': json.loads(config.model.to_json_best_effort()),
+                 'num_classes': int(num_classes), 'dataset': config.dataset.name}
+  if optim.swa_enabled(config.optim):
+    # Its state holds the SWA average: switching SWA on or off needs a new workdir (a clear
+    # mismatch error instead of a failed restore). Absent when off, so older checkpoints match.
+    fingerprint['swa'] = True
+  return fingerprint
 
 
 def create_train_state(model, tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
@@ -114,8 +121,11 @@ def create_train_state(model, tx: optax.GradientTransformation, config: ml_colle
 
   def init(variables):
     params = variables['params']
+    # SWA: the running average of the params and its count (fixed shapes, checkpointed).
+    extra = {'swa': optim.swa_init(params)} if optim.swa_enabled(config.optim) else {}
     return TrainState(step=jnp.zeros([], jnp.int32), params=params,
-                      batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params))
+                      batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
+                      extra=extra)
 
   # The 'rbg' generator compiles the initialisers several times faster than threefry on CPU.
   rng = jax.random.key(config.seed, impl='rbg')
@@ -129,9 +139,21 @@ def create_train_state(model, tx: optax.GradientTransformation, config: ml_colle
 
 
 def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                    config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
-  """The jitted pure train step: (state, batch) -> (state, metrics). State is donated."""
+                    config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+                    steps_per_epoch: int = 0):
+  """The jitted pure train step: (state, batch) -> (state, metrics). State is donated.
+
+  With `config.optim.swa.enabled` (and `state.extra['swa']` from `create_train_state`), the
+  params after step s are added to the SWA average when s > start and (s - start) % freq == 0,
+  start = swa.start_epoch x steps per epoch (FastReID's SWA.update_swa every PERIOD steps).
+  """
   freeze_iters = config.optim.freeze_iters if config.optim.freeze_layers else 0
+  swa = optim.swa_enabled(config.optim)
+  if swa:
+    if steps_per_epoch < 1:
+      raise ValueError('make_train_step: config.optim.swa.enabled needs steps_per_epoch.')
+    swa_start = optim.swa_start_step(config.optim, steps_per_epoch)
+    swa_freq = int(config.optim.swa.freq)
 
   def train_step(state: TrainState, batch: dict[str, jax.Array]):
     rng = jax.random.fold_in(jax.random.key(config.seed, impl='rbg'), state.step)
@@ -161,12 +183,94 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
                'grad_norm': optax.global_norm(grads), 'lr': schedule(state.step)}
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                               opt_state=opt_state)
+    if swa:
+      if 'swa' not in state.extra:
+        raise ValueError("config.optim.swa.enabled but the train state has no extra['swa']; "
+                         'create it with jreid.train.create_train_state.')
+      done = state.step + 1 - swa_start  # Steps of the SWA phase done after this one.
+      average = (done > 0) & (done % swa_freq == 0)
+      new_state = new_state.replace(
+          extra={**state.extra, 'swa': optim.swa_update(state.extra['swa'], params, average)})
     return new_state, metrics
 
   replicated = parallel.replicated_sharding(mesh)
   return jax.jit(train_step, donate_argnums=(0,),
                  in_shardings=(replicated, parallel.data_sharding(mesh)),
                  out_shardings=(replicated, replicated))
+
+
+def recompute_batch_stats(model, variables: dict[str, Any], batches: Iterable[dict[str, Any]],
+                          mesh: jax.sharding.Mesh, seed: int = 0) -> Any:
+  """BatchNorm running statistics recomputed for `variables['params']` (e.g. SWA weights).
+
+  The model runs in train mode (dropout on, as torch's `bn_update`) over `batches` (host
+  batches, placed on the mesh like the train step's, so statistics are over the global batch);
+  every running mean/var becomes the plain average over the batches of that batch's statistics
+  (the mean and the biased variance flax's BatchNorm computes in train mode). This is
+  torchcontrib's / FastReID's `bn_update` (momentum=None: cumulative average, batches of equal
+  size), except that the variance is flax's biased one, as in every jreid train step. Statistics
+  that train mode does not update (BatchNorm kept in inference mode) are returned unchanged.
+  """
+  return make_batch_stats_update(model, mesh, seed)(variables, batches)
+
+
+def make_batch_stats_update(model, mesh: jax.sharding.Mesh, seed: int = 0):
+  """`(variables, batches) -> batch_stats` of `recompute_batch_stats`, compiled once for reuse.
+
+  The momentum m of each BatchNorm is measured, not assumed: `running <- m * running + (1 - m) *
+  batch` is evaluated from running = 0 and running = 2^20 on the first batch, which gives m; each
+  batch's statistic is then (its update from running = 0) / (1 - m).
+  """
+  replicated = parallel.replicated_sharding(mesh)
+  probe = 2.0 ** 20
+
+  @functools.partial(jax.jit, out_shardings=replicated)
+  def updated(params, batch_stats, fill, batch, index):
+    """Every running statistic after one train-mode pass from running = fill."""
+    stats = jax.tree.map(lambda x: jnp.full_like(x, fill), batch_stats)
+    rng = jax.random.fold_in(jax.random.key(seed, impl='rbg'), index)
+    kwargs = {'labels': batch['label']} if 'label' in batch else {}
+    _, mutated = model.apply({'params': params, 'batch_stats': stats}, batch['image'], train=True,
+                             mutable=['batch_stats'], rngs={'dropout': rng}, **kwargs)
+    return mutated['batch_stats']
+
+  @jax.jit
+  def weights(low, high):
+    """1 - m per statistic (0 where train mode leaves the statistic alone)."""
+    return jax.tree.map(lambda lo, hi: 1.0 - (hi - lo) / probe, low, high)
+
+  @jax.jit
+  def add(sums, new, weight):
+    return jax.tree.map(
+        lambda acc, x, w: acc + jnp.where(w > 1e-5, x / jnp.maximum(w, 1e-5), 0.0),
+        sums, new, weight)
+
+  @jax.jit
+  def finish(sums, weight, old, count):
+    return jax.tree.map(lambda s, w, o: jnp.where(w > 1e-5, s / count, o), sums, weight, old)
+
+  def update(variables: dict[str, Any], batches: Iterable[dict[str, Any]]) -> Any:
+    params, batch_stats = variables['params'], variables.get('batch_stats', {})
+    if not jax.tree.leaves(batch_stats):
+      return batch_stats
+    sums = jax.device_put(jax.tree.map(jnp.zeros_like, batch_stats), replicated)
+    weight = None
+    count = 0
+    for batch in batches:
+      batch = parallel.shard_batch({k: v for k, v in batch.items() if k in ('image', 'label')},
+                                   mesh)
+      # One compiled forward pass; `fill` is an argument, so the probe reuses it.
+      new = updated(params, batch_stats, jnp.float32(0.0), batch, jnp.int32(count))
+      if weight is None:
+        high = updated(params, batch_stats, jnp.float32(probe), batch, jnp.int32(count))
+        weight = weights(new, high)
+      sums = add(sums, new, weight)
+      count += 1
+    if not count:
+      raise ValueError('recompute_batch_stats: no batches were given.')
+    return finish(sums, weight, batch_stats, jnp.float32(count))
+
+  return update
 
 
 class Setup:
@@ -201,11 +305,18 @@ class Setup:
     self.model = self.build_model()
     self.schedule = optim.learning_rate_schedule(config.optim, self.steps_per_epoch,
                                                  config.train.epochs * self.steps_per_epoch)
+    if optim.swa_enabled(config.optim):
+      self._check_swa_support()
+    # SWA phase: FastReID's cyclic learning rate (the schedule itself when SWA is off).
+    self.schedule = optim.swa_learning_rate_schedule(
+        config.optim, self.schedule, self.steps_per_epoch,
+        config.train.epochs * self.steps_per_epoch)
     self.tx = optim.build_optimizer(config.optim, self.schedule, self.abstract_params())
     self.state = self.create_state()
     self.checkpointer = checkpoint.Checkpointer(
         workdir / 'checkpoints', self.fingerprint(), keep=config.train.keep_checkpoints)
     self._train_step = None
+    self._bn_update = None  # SWA's BatchNorm recomputation, compiled on first use.
 
   # Construction (overridden by methods).
 
@@ -235,6 +346,17 @@ class Setup:
   def fingerprint(self) -> dict[str, Any]:
     return model_fingerprint(self.config, self.num_classes)
 
+  def _check_swa_support(self) -> None:
+    """SWA lives in the supervised create_state / train step / end_epoch: a method that
+    replaces one of them would silently ignore it, so it is refused."""
+    own = [name for name in ('create_state', 'make_train_step', 'end_epoch')
+           if getattr(type(self), name) is not getattr(Setup, name)]
+    if own:
+      raise ValueError(f'config.optim.swa.enabled=True is not supported by method '
+                       f'{self.config.method!r} (it has its own {", ".join(own)}); SWA is '
+                       'implemented for the supervised setup. Set '
+                       'config.optim.swa.enabled=False.')
+
   # Hooks of the loop.
 
   @property
@@ -251,8 +373,26 @@ class Setup:
     return state
 
   def end_epoch(self, state: TrainState, epoch: int) -> TrainState:
-    del epoch
+    if optim.swa_enabled(self.config.optim) and epoch == self.num_epochs(state) - 1:
+      state = self.apply_swa(state)
     return state
+
+  def apply_swa(self, state: TrainState) -> TrainState:
+    """The end of SWA (FastReID's swap_swa_param + bn_update): params <- their SWA average,
+    BatchNorm statistics recomputed on the last `swa.bn_update_steps` training batches of the
+    run (0: one epoch). Runs inside the last end_epoch, so the final checkpoint holds it."""
+    swa = state.extra['swa']
+    total = self.total_steps
+    num = min(int(self.config.optim.swa.bn_update_steps) or self.steps_per_epoch, total)
+    # A copy: the average stays in extra, and a donated state must not hold one buffer twice.
+    params = jax.tree.map(jnp.copy, swa['params'])
+    if self._bn_update is None:
+      self._bn_update = make_batch_stats_update(self.model, self.mesh, seed=self.config.seed)
+    batch_stats = self._bn_update({'params': params, 'batch_stats': state.batch_stats},
+                                  self.train_batches(state, total - num, total))
+    _log(f'SWA: params replaced by the average of {int(swa["count"])} snapshots; BatchNorm '
+         f'statistics recomputed on {num} training batches')
+    return state.replace(params=params, batch_stats=batch_stats)
 
   def train_batches(self, state: TrainState, start_step: int, stop_step: int):
     del state
@@ -264,7 +404,8 @@ class Setup:
         prefetch=config.data.prefetch)
 
   def make_train_step(self):
-    return make_train_step(self.model, self.tx, self.schedule, self.config, self.mesh)
+    return make_train_step(self.model, self.tx, self.schedule, self.config, self.mesh,
+                           steps_per_epoch=self.steps_per_epoch)
 
   def train_step(self, state: TrainState, batch: dict[str, np.ndarray]):
     if self._train_step is None:
@@ -323,7 +464,19 @@ class Setup:
             f'stride {config.model.backbone.last_stride}), pooling `{config.model.pooling.name}`, '
             f'head `{config.model.head.name}`, losses {", ".join(config.loss.names)}; '
             f'{self.total_steps} steps ({config.train.epochs} epochs x {self.steps_per_epoch}), '
-            f'batch {config.batch_size}, input {config.input.height}x{config.input.width}.')
+            f'batch {config.batch_size}, input {config.input.height}x{config.input.width}'
+            f'{self._describe_options()}.')
+
+  def _describe_options(self) -> str:
+    """'; SWA ...; compute dtype ...' for the options that are on."""
+    config = self.config
+    parts = []
+    if optim.swa_enabled(config.optim):
+      parts.append(f'SWA from epoch {config.optim.swa.start_epoch}, averaged every '
+                   f'{config.optim.swa.freq} steps, BatchNorm statistics recomputed')
+    if config.model.get('dtype', 'float32') != 'float32':
+      parts.append(f'compute dtype {config.model.dtype}')
+    return ''.join(f'; {p}' for p in parts)
 
 
 def _read_json(path: pathlib.Path) -> dict[str, Any] | None:
