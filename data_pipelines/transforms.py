@@ -253,6 +253,26 @@ def color_jitter(brightness: float = DEFAULT_JITTER['brightness'],
   return apply
 
 
+def random_grayscale(prob: float = 0.5) -> Transform:
+  """With probability `prob`, the ITU-R 601-2 luma in all three channels (torchvision's
+  `RandomGrayscale`, rounded to uint8). Cross-modality re-ID uses it on visible images so that
+  the network leans on shape rather than colour, which infrared images do not have (a grey
+  image is left as it is).
+  """
+  prob = _check_prob('random_grayscale: prob', prob)
+
+  def apply(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    image = tf.convert_to_tensor(image)
+
+    def grey() -> tf.Tensor:
+      luma = _luma(*tf.unstack(tf.cast(image, tf.float32), axis=-1))
+      return _to_uint8(tf.stack([luma] * 3, axis=-1))
+
+    return tf.cond(_coin(seed, prob), grey, lambda: image)
+
+  return apply
+
+
 def _paste_box(image: tf.Tensor, top: tf.Tensor, left: tf.Tensor, fill: tf.Tensor) -> tf.Tensor:
   """`image` with the rectangle at (top, left) of the shape of `fill` [h, w, 3] replaced by it.
 
@@ -490,6 +510,7 @@ TRANSFORMS: dict[str, Callable[..., Transform]] = {
     'pad_crop': pad_crop,
     'random_erasing': random_erasing,
     'color_jitter': color_jitter,
+    'random_grayscale': random_grayscale,
     'cutout': cutout,
     'random_occlusion': random_occlusion,
     'random_affine': random_affine,

@@ -474,3 +474,19 @@ def test_chain_from_config_ops():
 def test_bad_ops_raise_clear_errors(ops, match):
   with pytest.raises(ValueError, match=match):
     transforms.build_train_transform(_cfg(ops=ops), (24, 12))
+
+
+def test_random_grayscale_matches_numpy_eagerly_and_in_tf_data():
+  op = transforms.get_transform('random_grayscale', prob=0.5)
+  luma = IMAGE.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+  grey = np.repeat(np.clip(np.round(luma), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+  seeds = [_seed(i) for i in range(12)]
+  want = [grey if _coin(s, 0.5) else IMAGE for s in seeds]
+  assert 0 < sum(w is grey for w in want) < len(want)  # both outcomes are exercised
+  for s, w in zip(seeds, want):
+    np.testing.assert_allclose(op(IMAGE, s).numpy(), w, atol=1)  # float32 vs float64 rounding
+  for got, w in zip(_in_tf_data(op, IMAGE, seeds), want):
+    np.testing.assert_allclose(got, w, atol=1)
+  np.testing.assert_array_equal(op(grey, seeds[0]).numpy(), grey)  # grey stays grey
+  with pytest.raises(ValueError, match='random_grayscale'):
+    transforms.get_transform('random_grayscale', prob=1.5)

@@ -160,6 +160,7 @@ class TwoStreamNet(nn.Module):
   head: nn.Module
   pixel_mean: Sequence[float] = baseline.IMAGENET_MEAN
   pixel_std: Sequence[float] = baseline.IMAGENET_STD
+  input_norm: str = 'fixed'  # or 'per_image' (baseline.normalize_input)
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, modality: jnp.ndarray, train: bool,
@@ -170,9 +171,7 @@ class TwoStreamNet(nn.Module):
     if jnp.shape(modality) != images.shape[:1]:
       raise ValueError(f'TwoStreamNet expects one modality per image ([{images.shape[0]}] ints, '
                        f'0 visible, 1 infrared), got shape {jnp.shape(modality)}.')
-    mean = jnp.asarray(self.pixel_mean, jnp.float32)
-    std = jnp.asarray(self.pixel_std, jnp.float32)
-    x = (images.astype(jnp.float32) - mean) / std
+    x = baseline.normalize_input(images, self.pixel_mean, self.pixel_std, self.input_norm)
     feature_map = self.backbone(x, modality, train=train)
     pooled = self.pooling(feature_map)
     outputs = (self.head(pooled, train=train) if labels is None else
@@ -241,6 +240,10 @@ def build_two_stream(cfg: Mapping[str, Any], num_classes: int) -> TwoStreamNet:
       graph=tuple(sorted(graph.items())) if graph else None, graph_stage=int(graph_cfg['stage']))
   pooling = component(POOLINGS, cfg['pooling'], 'pooling')(cfg['pooling'])
   head = component(HEADS, cfg['head'], 'head')(cfg['head'], num_classes)
+  input_norm = cfg.get('input_norm', 'fixed')
+  if input_norm not in baseline.INPUT_NORMS:
+    raise ValueError(f'config.model.input_norm must be one of {baseline.INPUT_NORMS}, got '
+                     f'{input_norm!r}.')
   return TwoStreamNet(backbone, pooling, head,
                       pixel_mean=tuple(float(v) for v in cfg['pixel_mean']),
-                      pixel_std=tuple(float(v) for v in cfg['pixel_std']))
+                      pixel_std=tuple(float(v) for v in cfg['pixel_std']), input_norm=input_norm)
