@@ -36,6 +36,10 @@ def set_recipe_data(config: ml_collections.ConfigDict, dataset: str, backbone: s
   """The dataset and backbone of a named variant (FastReID uses one recipe for every person set)."""
   config.dataset.name = dataset
   config.model.backbone.name = BACKBONES[backbone]
+  if backbone != 's50':
+    # FastReID's ResNet stem max-pool (unpadded, ceil mode; jreid.models.resnet.stem_max_pool):
+    # the model zoo was trained with it, so its checkpoints need it to give FastReID's features.
+    config.model.backbone.stem_pool = 'fastreid'
   if dataset == 'veri':
     # FastReID configs/VeRi: square vehicle crops.
     config.input.height, config.input.width = 256, 256

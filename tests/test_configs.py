@@ -53,6 +53,8 @@ def test_recipes_carry_fastreid_settings():
   # Base-SBS INPUT.AUTOAUG (ENABLED, PROB 0.1), applied first as FastReID's build_transforms.
   assert sbs.augment.ops[:2] == ('autoaugment(prob=0.1)', 'resize')
   assert _module('sbs').get_config().augment.ops == ()  # the cheap synthetic default
+  assert sbs.model.backbone.stem_pool == 'fastreid'  # FastReID's ResNet stem max-pool
+  assert _module('sbs').get_config().model.backbone.stem_pool == 'torchvision'
   mgn = _module('mgn').get_config('market1501,r50_ibn')
   assert mgn.model.name == 'mgn' and mgn.model.head.embedding_dim == 256
   assert not mgn.model.backbone.with_nl
