@@ -5,7 +5,7 @@ regularisation triplet.
 Default: SynthReID-IR (SynthReID's identities seen by visible and thermal-like cameras in the
 SYSU-MM01 layout; as there is no synthetic RegDB, the RegDB protocol: full test sets, standard
 CMC, both directions) on a 2-core CPU: ResNet-18 width 16, 96x48 input,
-Adam 1e-3, 8 epochs of 8 ids x (4 visible + 4 infrared):
+per-image input standardisation, Adam 1e-3, 16 epochs of 8 ids x (4 visible + 4 infrared):
 
   python -m jreid.main --config=configs/agw_regdb.py --workdir=/tmp/agw_regdb
 

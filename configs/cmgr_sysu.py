@@ -5,7 +5,8 @@ modality, local/global graph reasoning and modality similarity after layer3; cro
 
 Default: SynthReID-IR (SynthReID's identities seen by visible and thermal-like cameras in the
 SYSU-MM01 layout; infrared queries, visible gallery, the SYSU protocol) on a 2-core CPU:
-ResNet-18 width 16, 96x48 input, Adam 1e-3, 8 epochs of 8 ids x (4 visible + 4 infrared):
+ResNet-18 width 16, 96x48 input, per-image input standardisation, Adam 1e-3, 8 epochs of 8 ids x
+(4 visible + 4 infrared):
 
   python -m jreid.main --config=configs/cmgr_sysu.py --workdir=/tmp/cmgr_sysu
 
