@@ -23,6 +23,7 @@ from jreid import models
 from jreid import weights
 
 torch = pytest.importorskip('torch')
+from torch_reference import TBottleneck  # pylint: disable=g-import-not-at-top,wrong-import-position
 tnn = torch.nn
 
 WIDTH = 8  # channels of layer1 (64 in ResNet-50); the smallest that keeps IBN halves even
@@ -31,43 +32,6 @@ EMBEDDING_DIM = 16
 NUM_CLASSES = 5
 LAST_STRIDE = 2  # b1 (global) uses it, b2/b3 do not: a stride mix-up changes the result
 FEATURE_ORDER = ('b1', 'b2', 'b3', 'b21', 'b22', 'b31', 'b32', 'b33')
-
-
-class TIBN(tnn.Module):
-  """IBN-a: InstanceNorm(affine) on the first half of the channels, BatchNorm on the rest."""
-
-  def __init__(self, planes):
-    super().__init__()
-    self.half = planes // 2
-    self.IN = tnn.InstanceNorm2d(self.half, affine=True)
-    self.BN = tnn.BatchNorm2d(planes - self.half)
-
-  def forward(self, x):
-    a, b = torch.split(x, [self.half, x.shape[1] - self.half], 1)
-    return torch.cat([self.IN(a), self.BN(b)], 1)
-
-
-class TBottleneck(tnn.Module):
-  """torchvision/FastReID Bottleneck (stride on the 3x3 convolution)."""
-
-  def __init__(self, inplanes, planes, stride, ibn):
-    super().__init__()
-    self.conv1 = tnn.Conv2d(inplanes, planes, 1, bias=False)
-    self.bn1 = TIBN(planes) if ibn else tnn.BatchNorm2d(planes)
-    self.conv2 = tnn.Conv2d(planes, planes, 3, stride, 1, bias=False)
-    self.bn2 = tnn.BatchNorm2d(planes)
-    self.conv3 = tnn.Conv2d(planes, planes * 4, 1, bias=False)
-    self.bn3 = tnn.BatchNorm2d(planes * 4)
-    self.downsample = None
-    if stride != 1 or inplanes != planes * 4:
-      self.downsample = tnn.Sequential(tnn.Conv2d(inplanes, planes * 4, 1, stride, bias=False),
-                                       tnn.BatchNorm2d(planes * 4))
-
-  def forward(self, x):
-    y = torch.relu(self.bn1(self.conv1(x)))
-    y = torch.relu(self.bn2(self.conv2(y)))
-    y = self.bn3(self.conv3(y))
-    return torch.relu(y + (x if self.downsample is None else self.downsample(x)))
 
 
 def _layer(stage, stride, ibn):

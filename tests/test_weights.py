@@ -10,46 +10,11 @@ from jreid import models
 from jreid import weights
 
 torch = pytest.importorskip('torch')
+from torch_reference import TBottleneck  # pylint: disable=g-import-not-at-top,wrong-import-position
 tnn = torch.nn
 
 WIDTH = 8
 SIZES = (3, 4, 6, 3)  # ResNet-50
-
-
-class TIBN(tnn.Module):
-  """IBN-a: InstanceNorm(affine) on the first half of the channels, BatchNorm on the rest."""
-
-  def __init__(self, planes):
-    super().__init__()
-    self.half = planes // 2
-    self.IN = tnn.InstanceNorm2d(self.half, affine=True)
-    self.BN = tnn.BatchNorm2d(planes - self.half)
-
-  def forward(self, x):
-    a, b = torch.split(x, [self.half, x.shape[1] - self.half], 1)
-    return torch.cat([self.IN(a), self.BN(b)], 1)
-
-
-class TBottleneck(tnn.Module):
-
-  def __init__(self, inplanes, planes, stride, ibn):
-    super().__init__()
-    self.conv1 = tnn.Conv2d(inplanes, planes, 1, bias=False)
-    self.bn1 = TIBN(planes) if ibn else tnn.BatchNorm2d(planes)
-    self.conv2 = tnn.Conv2d(planes, planes, 3, stride, 1, bias=False)
-    self.bn2 = tnn.BatchNorm2d(planes)
-    self.conv3 = tnn.Conv2d(planes, planes * 4, 1, bias=False)
-    self.bn3 = tnn.BatchNorm2d(planes * 4)
-    self.downsample = None
-    if stride != 1 or inplanes != planes * 4:
-      self.downsample = tnn.Sequential(tnn.Conv2d(inplanes, planes * 4, 1, stride, bias=False),
-                                       tnn.BatchNorm2d(planes * 4))
-
-  def forward(self, x):
-    y = torch.relu(self.bn1(self.conv1(x)))
-    y = torch.relu(self.bn2(self.conv2(y)))
-    y = self.bn3(self.conv3(y))
-    return torch.relu(y + (x if self.downsample is None else self.downsample(x)))
 
 
 class TNonLocal(tnn.Module):
