@@ -11,6 +11,7 @@ from jreid import weights_osnet
 from jreid.models import osnet
 
 torch = pytest.importorskip('torch')
+from torch_reference import randomize_running_stats  # pylint: disable=g-import-not-at-top,wrong-import-position
 tnn = torch.nn
 
 
@@ -116,11 +117,7 @@ def _randomise(module, seed):
         p.copy_(0.1 * torch.randn(p.shape, generator=gen))
       else:
         p.copy_(torch.randn(p.shape, generator=gen) * (2.0 / p[0].numel()) ** 0.5)
-    for name, b in module.named_buffers():
-      if name.endswith('running_mean'):
-        b.copy_(0.1 * torch.randn(b.shape, generator=gen))
-      elif name.endswith('running_var'):
-        b.copy_(0.5 + torch.rand(b.shape, generator=gen))
+    randomize_running_stats(module, gen)
   return module.eval()
 
 

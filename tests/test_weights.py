@@ -10,7 +10,7 @@ from jreid import models
 from jreid import weights
 
 torch = pytest.importorskip('torch')
-from torch_reference import TBottleneck  # pylint: disable=g-import-not-at-top,wrong-import-position
+from torch_reference import TBottleneck, randomize_running_stats  # pylint: disable=g-import-not-at-top,wrong-import-position
 tnn = torch.nn
 
 WIDTH = 8
@@ -119,11 +119,7 @@ def _randomise(module, seed):
         p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=gen))
       else:
         p.copy_(0.2 * torch.randn(p.shape, generator=gen) / max(1, p[0].numel()) ** 0.5 * 2)
-    for name, b in module.named_buffers():
-      if name.endswith('running_mean'):
-        b.copy_(0.1 * torch.randn(b.shape, generator=gen))
-      elif name.endswith('running_var'):
-        b.copy_(0.5 + torch.rand(b.shape, generator=gen))
+    randomize_running_stats(module, gen)
   return module.eval()
 
 

@@ -42,3 +42,12 @@ class TBottleneck(tnn.Module):
     y = torch.relu(self.bn2(self.conv2(y)))
     y = self.bn3(self.conv3(y))
     return torch.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+
+def randomize_running_stats(module: tnn.Module, gen: torch.Generator) -> None:
+  """BatchNorm running statistics away from (0, 1): means N(0, 0.1^2), variances in [0.5, 1.5)."""
+  for name, b in module.named_buffers():
+    if name.endswith('running_mean'):
+      b.copy_(0.1 * torch.randn(b.shape, generator=gen))
+    elif name.endswith('running_var'):
+      b.copy_(0.5 + torch.rand(b.shape, generator=gen))
