@@ -39,6 +39,14 @@ def normalize_input(images: jnp.ndarray, mean: Sequence[float], std: Sequence[fl
   raise ValueError(f'config.model.input_norm must be one of {INPUT_NORMS}, got {mode!r}.')
 
 
+def input_norm_from(cfg: Mapping[str, Any]) -> str:
+  """`cfg['input_norm']` of a `model` config section ('fixed' when absent), checked."""
+  mode = cfg.get('input_norm', 'fixed')
+  if mode not in INPUT_NORMS:
+    raise ValueError(f'config.model.input_norm must be one of {INPUT_NORMS}, got {mode!r}.')
+  return mode
+
+
 class Baseline(nn.Module):
   """Backbone + pooling + head on images in 0..255.
 
@@ -113,8 +121,5 @@ def build_baseline(cfg: Mapping[str, Any], num_classes: int) -> Baseline:
         'config.model.pixel_mean and pixel_std must hold one number per channel, std > 0; got '
         f'{pixel_mean} and {pixel_std}.'
     )
-  if cfg.get('input_norm', 'fixed') not in INPUT_NORMS:
-    raise ValueError(f'config.model.input_norm must be one of {INPUT_NORMS}, got '
-                     f'{cfg["input_norm"]!r}.')
   return Baseline(backbone, pooling, head, pixel_mean=pixel_mean, pixel_std=pixel_std,
-                  input_norm=cfg.get('input_norm', 'fixed'))
+                  input_norm=input_norm_from(cfg))

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 from jreid.models import ARCHITECTURES, BACKBONES, HEADS, POOLINGS
 from jreid.models import resnet
 from jreid.models.baseline import DTYPES, IMAGENET_MEAN, IMAGENET_STD
+from jreid.models.baseline import _component, input_norm_from, normalize_input
 
 # The 8 features: (name, branch, number of stripes of that branch, stripe index or -1 = whole).
 FEATURES = (('b1', 'b1', 1, -1), ('b2', 'b2', 2, -1), ('b21', 'b2', 2, 0), ('b22', 'b2', 2, 1),
@@ -100,7 +101,7 @@ class MGN(nn.Module):
       MGN splits; only its fields are used, not the module itself.
     pooling: pooling template, cloned per feature (`b1_pool`, ...).
     head: head template, cloned per feature (`b1_head`, ...).
-    pixel_mean, pixel_std: as in `Baseline`.
+    pixel_mean, pixel_std, input_norm: as in `Baseline`.
   """
 
   trunk: resnet.ResNet
@@ -108,6 +109,7 @@ class MGN(nn.Module):
   head: nn.Module
   pixel_mean: Sequence[float] = IMAGENET_MEAN
   pixel_std: Sequence[float] = IMAGENET_STD
+  input_norm: str = 'fixed'
 
   def _blocks(self, name: str, **kwargs) -> ResNetBlocks:
     t = self.trunk
@@ -126,9 +128,7 @@ class MGN(nn.Module):
                        f'{images.shape}.')
     t = self.trunk
     sizes = tuple(t.stage_sizes)
-    mean = jnp.asarray(self.pixel_mean, jnp.float32)
-    std = jnp.asarray(self.pixel_std, jnp.float32)
-    x = (images.astype(jnp.float32) - mean) / std
+    x = normalize_input(images, self.pixel_mean, self.pixel_std, self.input_norm)
 
     ibn = lambda stage, index: resnet.block_ibn(t.ibn, stage, index, sizes[stage])
     shared = [(s, j, 1 if s == 0 or j else 2, ibn(s, j)) for s in range(2) for j in range(sizes[s])]
@@ -173,13 +173,6 @@ class MGN(nn.Module):
     return result
 
 
-def _component(registry: Any, section: Mapping[str, Any], where: str) -> Any:
-  try:
-    return registry.get(section['name'])
-  except ValueError as e:
-    raise ValueError(f'config.model.{where}.name: {e}') from None
-
-
 @ARCHITECTURES.register('mgn')
 def build_mgn(cfg: Mapping[str, Any], num_classes: int) -> MGN:
   """Builds `MGN` from the `model` config section; the backbone must be a Bottleneck ResNet
@@ -198,4 +191,4 @@ def build_mgn(cfg: Mapping[str, Any], num_classes: int) -> MGN:
   pooling = _component(POOLINGS, cfg['pooling'], 'pooling')(cfg['pooling'])
   head = _component(HEADS, cfg['head'], 'head')(cfg['head'], num_classes)
   return MGN(trunk, pooling, head, pixel_mean=tuple(float(v) for v in cfg['pixel_mean']),
-             pixel_std=tuple(float(v) for v in cfg['pixel_std']))
+             pixel_std=tuple(float(v) for v in cfg['pixel_std']), input_norm=input_norm_from(cfg))

@@ -24,8 +24,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jreid.models import ARCHITECTURES, BACKBONES
-from jreid.models.baseline import DTYPES, IMAGENET_MEAN, IMAGENET_STD, INPUT_NORMS
-from jreid.models.baseline import normalize_input
+from jreid.models.baseline import DTYPES, IMAGENET_MEAN, IMAGENET_STD
+from jreid.models.baseline import input_norm_from, normalize_input
 from jreid.models.resnet import BATCH_NORM_ARGS
 
 CLASSIFIER_INIT = nn.initializers.normal(stddev=0.001)
@@ -110,10 +110,6 @@ def build_pplr(cfg: Mapping[str, Any], num_classes: int, num_parts: int = 3) -> 
     raise ValueError(f'config.model.backbone.name: {e}') from None
   if int(num_parts) < 1:
     raise ValueError(f'PPLR needs num_parts >= 1 (config.pplr.num_parts), got {num_parts}.')
-  input_norm = cfg.get('input_norm', 'fixed')
-  if input_norm not in INPUT_NORMS:
-    raise ValueError(f'config.model.input_norm must be one of {INPUT_NORMS}, got '
-                     f'{input_norm!r}.')
   return PPLRNet(factory(cfg['backbone'], DTYPES[cfg['dtype']]), int(num_classes),
                  int(num_parts), tuple(float(v) for v in cfg['pixel_mean']),
-                 tuple(float(v) for v in cfg['pixel_std']), input_norm)
+                 tuple(float(v) for v in cfg['pixel_std']), input_norm_from(cfg))

@@ -240,10 +240,6 @@ def build_two_stream(cfg: Mapping[str, Any], num_classes: int) -> TwoStreamNet:
       graph=tuple(sorted(graph.items())) if graph else None, graph_stage=int(graph_cfg['stage']))
   pooling = component(POOLINGS, cfg['pooling'], 'pooling')(cfg['pooling'])
   head = component(HEADS, cfg['head'], 'head')(cfg['head'], num_classes)
-  input_norm = cfg.get('input_norm', 'fixed')
-  if input_norm not in baseline.INPUT_NORMS:
-    raise ValueError(f'config.model.input_norm must be one of {baseline.INPUT_NORMS}, got '
-                     f'{input_norm!r}.')
   return TwoStreamNet(backbone, pooling, head,
                       pixel_mean=tuple(float(v) for v in cfg['pixel_mean']),
-                      pixel_std=tuple(float(v) for v in cfg['pixel_std']), input_norm=input_norm)
+                      pixel_std=tuple(float(v) for v in cfg['pixel_std']), input_norm=baseline.input_norm_from(cfg))
