@@ -222,6 +222,59 @@ def test_parameter_counts_equal_published_counterparts(name, cfg, published):
   assert param_count(backbone_shapes(name, **cfg)['params']) == published - IMAGENET_FC
 
 
+def torchvision_resnet_count(layers, groups=1, width_per_group=64, basic=False) -> int:
+  """Parameters of torchvision's ResNet/ResNeXt with its 1000-way fc, counted by hand.
+
+  conv weights have no bias; each BatchNorm has 2 per channel; one downsample (1x1 conv + BN)
+  opens every stage whose input width differs, as in torchvision's `_make_layer`.
+  """
+  total = 3 * 64 * 49 + 2 * 64  # stem conv + bn1
+  expansion = 1 if basic else 4
+  inplanes = 64
+  for stage, blocks in enumerate(layers):
+    planes = 64 * 2**stage
+    width = planes * width_per_group // 64 * groups
+    out = planes * expansion
+    for b in range(blocks):
+      if basic:
+        total += 9 * inplanes * planes + 2 * planes + 9 * planes * planes + 2 * planes
+      else:
+        total += (inplanes * width + 2 * width + 9 * width * width // groups + 2 * width +
+                  width * out + 2 * out)
+      if b == 0 and (stage > 0 or inplanes != out):
+        total += inplanes * out + 2 * out
+      inplanes = out
+  return total + inplanes * 1000 + 1000
+
+
+@pytest.mark.parametrize('layers,kwargs,published', [
+    # torchvision's "num_params" for the models it ships (model docs).
+    ((2, 2, 2, 2), {'basic': True}, 11_689_512),
+    ((3, 4, 6, 3), {'basic': True}, 21_797_672),
+    ((3, 4, 6, 3), {}, 25_557_032),
+    ((3, 4, 23, 3), {}, 44_549_160),
+    ((3, 8, 36, 3), {}, 60_192_808),
+    ((3, 4, 6, 3), {'groups': 32, 'width_per_group': 4}, 25_028_904),
+    ((3, 4, 23, 3), {'groups': 32, 'width_per_group': 8}, 88_791_336),
+])
+def test_hand_count_reproduces_torchvision_counts(layers, kwargs, published):
+  assert torchvision_resnet_count(layers, **kwargs) == published
+
+
+@pytest.mark.parametrize('name,layers,kwargs', [
+    ('resnet152', (3, 8, 36, 3), {}),
+    ('resnext101_32x4d', (3, 4, 23, 3), {'groups': 32, 'width_per_group': 4}),
+    ('resnext50_32x8d', (3, 4, 6, 3), {'groups': 32, 'width_per_group': 8}),
+])
+def test_remaining_resnets_equal_the_torchvision_layout_count(name, layers, kwargs):
+  # resnet152 is torchvision's (60,192,808); resnext101_32x4d is timm's gluon model, published
+  # as 44.2M; resnext50_32x8d has no published counterpart, so only the layout count applies.
+  expected = torchvision_resnet_count(layers, **kwargs)
+  assert param_count(backbone_shapes(name)['params']) == expected - IMAGENET_FC
+  if name == 'resnext101_32x4d':
+    assert round(expected / 1e6, 1) == 44.2
+
+
 def test_nonlocal_blocks_follow_fastreid_placement_and_size():
   params = backbone_shapes('resnet50', with_nl=True)['params']
   assert sorted(k for k in params if k.startswith('NL')) == [
