@@ -10,10 +10,13 @@ pipeline is timed: the batch is on the device before timing.
   python benchmarks/train_speed.py                      # both, float32
   python benchmarks/train_speed.py --bf16               # bfloat16 compute (torch: autocast)
   python benchmarks/train_speed.py --steps 3 --warmup 1 --out benchmarks/results/x.json
+  python benchmarks/train_speed.py --xla-conv           # also jreid with every conv left to XLA
 
 The jreid step is the model/loss/optimiser of the supervised setup written out (jreid.models
 Baseline, jreid.losses, optax) under one jax.jit with the state donated; the PyTorch step is
-written here from torch.nn primitives (no torchvision needed).
+written here from torch.nn primitives (no torchvision needed). On CPU, jreid computes 1x1
+convolutions as matrix products (jreid.models.conv); `--xla-conv` adds a third run with every
+convolution left to XLA, the side-by-side measure of that rewrite.
 """
 
 from __future__ import annotations
@@ -52,7 +55,9 @@ def _time(step, state, steps: int, warmup: int, sync):
   return time.perf_counter() - t0
 
 
-def bench_jax(args) -> dict:
+def bench_jax(args, xla_conv: bool = False) -> dict:
+  import contextlib  # pylint: disable=g-import-not-at-top
+
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
@@ -93,11 +98,14 @@ def bench_jax(args) -> dict:
   jitted = jax.jit(_step, donate_argnums=0)
   step = lambda state: jitted(state, images, labels)
   t0 = time.perf_counter()
-  state = step(state)
+  # The first call traces the step: that is when the convolution choice is read.
+  with models.conv.xla_convolutions() if xla_conv else contextlib.nullcontext():
+    state = step(state)
   jax.block_until_ready(state)
   compile_s = time.perf_counter() - t0
   seconds = _time(step, state, args.steps, max(args.warmup - 1, 0), jax.block_until_ready)
   return {'framework': 'jax', 'version': jax.__version__, 'device': str(jax.devices()[0]),
+          'convolutions': 'xla' if xla_conv else 'jreid (1x1 as matrix products on CPU)',
           'first_step_s': compile_s, 'seconds': seconds,
           'images_per_s': args.steps * args.batch / seconds}
 
@@ -204,6 +212,8 @@ def main(argv=None) -> dict:
   parser.add_argument('--warmup', type=int, default=3, help='untimed steps (incl. compile)')
   parser.add_argument('--bf16', action='store_true', help='bfloat16 compute on both sides')
   parser.add_argument('--only', choices=('jax', 'torch'), default=None)
+  parser.add_argument('--xla-conv', action='store_true',
+                      help='also time jreid with every convolution left to XLA')
   parser.add_argument('--out', default='', help='write the results as JSON here')
   args = parser.parse_args(argv)
   if args.batch % K:
@@ -217,6 +227,14 @@ def main(argv=None) -> dict:
   if args.only in (None, 'jax'):
     results['jax'] = bench_jax(args)
     print(f"jreid (JAX):  {results['jax']['images_per_s']:8.2f} images/s", flush=True)
+    if args.xla_conv:
+      results['jax_xla_conv'] = bench_jax(args, xla_conv=True)
+      print(f"jreid, XLA convolutions: {results['jax_xla_conv']['images_per_s']:8.2f} images/s",
+            flush=True)
+      results['ratio_jax_over_jax_xla_conv'] = (results['jax']['images_per_s']
+                                                / results['jax_xla_conv']['images_per_s'])
+      print(f"ratio jreid / jreid with XLA convolutions: "
+            f"{results['ratio_jax_over_jax_xla_conv']:.2f}")
   if args.only in (None, 'torch'):
     results['torch'] = bench_torch(args)
     print(f"PyTorch:      {results['torch']['images_per_s']:8.2f} images/s", flush=True)

@@ -22,6 +22,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jreid.models.conv import Conv
+
 # PyTorch BatchNorm defaults (momentum 0.1, eps 1e-5), as in jreid.models.resnet.
 _BATCH_NORM_ARGS = dict(momentum=0.9, epsilon=1e-5)
 # PyTorch's default Conv2d initialisation (kaiming_uniform_ with a=sqrt(5)): U(+-1/sqrt(fan_in)).
@@ -48,8 +50,8 @@ class NonLocal(nn.Module):
                        f'{self.inter_channels} for {channels} input channels.')
 
     def conv(features: int, name: str) -> nn.Conv:
-      return nn.Conv(features, (1, 1), use_bias=True, kernel_init=_torch_default_kernel_init,
-                     dtype=self.dtype, name=name)
+      return Conv(features, (1, 1), use_bias=True, kernel_init=_torch_default_kernel_init,
+                  dtype=self.dtype, name=name)
 
     n = height * width
     g = conv(inter, 'g')(x).reshape(batch, n, inter)

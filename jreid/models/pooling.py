@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from jreid.models import POOLINGS
+from jreid.models.conv import Conv
 
 
 class GlobalAvgPool(nn.Module):
@@ -100,8 +101,8 @@ class AttentionPool(nn.Module):
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     x = x.astype(jnp.float32)
     batch, height, width, channels = x.shape
-    scores = nn.Conv(channels if self.per_channel else 1, (1, 1), use_bias=False,
-                     kernel_init=nn.initializers.zeros, dtype=jnp.float32, name='attention')(x)
+    scores = Conv(channels if self.per_channel else 1, (1, 1), use_bias=False,
+                  kernel_init=nn.initializers.zeros, dtype=jnp.float32, name='attention')(x)
     weights = jax.nn.softmax(scores.reshape(batch, height * width, -1), axis=1)
     return jnp.sum(weights * x.reshape(batch, height * width, channels), axis=1)
 

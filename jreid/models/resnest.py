@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from jreid.models import BACKBONES
+from jreid.models.conv import Conv
 from jreid.models.resnet import BATCH_NORM_ARGS, _conv
 
 # PyTorch's default Conv2d initialisation, used by the attention 1x1 convolutions (which keep
@@ -61,7 +62,7 @@ class SplitAttention(nn.Module):
     batch, height, width, _ = y.shape
     splits = y.reshape(batch, height, width, self.radix, self.features)  # torch.split(dim=1)
     gap = jnp.mean(jnp.sum(splits, axis=3), axis=(1, 2), keepdims=True)  # [B, 1, 1, C]
-    fc = functools.partial(nn.Conv, kernel_size=(1, 1), feature_group_count=self.cardinality,
+    fc = functools.partial(Conv, kernel_size=(1, 1), feature_group_count=self.cardinality,
                            use_bias=True, kernel_init=_torch_default_kernel_init,
                            dtype=self.dtype)
     gap = nn.relu(norm(name='bn1')(fc(inter, name='fc1')(gap)))

@@ -39,6 +39,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jreid.models import BACKBONES
+from jreid.models.conv import Conv
 from jreid.models.nonlocal_block import NonLocal
 
 # torchvision initialises every convolution with kaiming_normal_(mode='fan_out', relu).
@@ -78,7 +79,7 @@ def _conv(features: int, kernel: int, stride: int, dtype: Any, name: str, groups
           dilation: int = 1) -> nn.Conv:
   """A bias-free convolution padded as PyTorch's `padding=dilation * (kernel // 2)`."""
   pad = dilation * (kernel // 2)
-  return nn.Conv(
+  return Conv(
       features,
       (kernel, kernel),
       strides=(stride, stride),
