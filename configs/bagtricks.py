@@ -86,4 +86,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.batch_size = 128
   else:
     _fastreid.set_recipe_data(config, variant, backbone)
+    config.eval.published = f'bagtricks,{backbone}'  # FastReID's model-zoo row beside ours
   return config

@@ -144,4 +144,9 @@ def base_config() -> ml_collections.ConfigDict:
   # More test sets for the same model, one table row each: names of data_pipelines.datasets, or
   # 'name:/path/to/root' for an extracted public dataset, e.g. ('synthreid_b',).
   c.eval.testsets = ()
+  # The published PyTorch result this run is put beside, one row each under the run's own in the
+  # results table and report (jreid.published.published_rows): 'METHOD,BACKBONE' such as
+  # 'sbs,r50_ibn', 'pplr_cam,r50', 'agw,r50', or 'qaconv[,TRAIN]'; looked up with
+  # config.dataset.name, so the embedded synthetic default gets none. Set by the named variants.
+  c.eval.published = ''
   return c

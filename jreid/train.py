@@ -41,6 +41,7 @@ from jreid import models
 from jreid import objectives
 from jreid import optim
 from jreid import parallel
+from jreid import published
 from jreid import report
 from jreid.registry import Registry
 from jreid.evaluation import format_results_table
@@ -513,6 +514,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """Trains (resuming from the workdir's latest checkpoint), evaluates and writes the report."""
   workdir = prepare_workdir(workdir, config)
   t_start = time.time()
+  reference = _published_rows(config)  # Checked before the data is loaded.
   setup = build_setup(config, workdir)
   _log(f'jreid: {jax.device_count()} {jax.devices()[0].platform} device(s), '
        f'{jax.process_count()} process(es); dataset {config.dataset.name}: '
@@ -527,7 +529,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if start_step >= _total_steps(setup, state) and final_path.exists():
     results = _read_json(final_path)
     _log(f'run in {workdir} is already finished ({_total_steps(setup, state)} steps):')
-    _log(format_results_table(_table_rows(results, _read_json(workdir / 'baselines.json'))))
+    _log(format_results_table(_table_rows(results, _read_json(workdir / 'baselines.json'),
+                                          reference)))
     return results
 
   baselines = _read_json(workdir / 'baselines.json') or {}
@@ -549,10 +552,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   results['steps'] = int(state.step)
   results['wall_time_s'] = time.time() - t_start  # This invocation only (not earlier, resumed ones).
   _write_json(final_path, results)
-  _log(format_results_table(_table_rows(results, baselines)))
+  _log(format_results_table(_table_rows(results, baselines, reference)))
   if jax.process_index() == 0:
     report.write_report(workdir, config, setup, output, baselines,
-                        rows=_table_rows(results, baselines),
+                        rows=_table_rows(results, baselines, reference),
                         extra_sections=setup.report_sections(state, output))
   setup.checkpointer.close()
   return results
@@ -570,7 +573,17 @@ def _flat_results(output: inference.EvalOutput, testsets: dict[str, dict[str, fl
   return results
 
 
-def _table_rows(results: dict[str, Any], baselines: dict[str, Any] | None = None):
+def _published_rows(config: ml_collections.ConfigDict) -> dict[str, dict[str, Any]]:
+  """The published rows of `config.eval.published` for this run's data (jreid.published)."""
+  search_modes = (config.cross_modality.search_modes if 'cross_modality' in config
+                  else ('all',))
+  return published.published_rows(config.eval.published, config.dataset.name,
+                                   config.eval.testsets, search_modes)
+
+
+def _table_rows(results: dict[str, Any], baselines: dict[str, Any] | None = None,
+                reference: dict[str, dict[str, Any]] | None = None):
+  """The results table: the trained model, its further rows, baselines, published numbers."""
   rows = {'trained': results}
   for key, value in results.items():  # Further rows stored as 'row/metric' or '@testset/metric'.
     if '/' in key:
@@ -581,6 +594,7 @@ def _table_rows(results: dict[str, Any], baselines: dict[str, Any] | None = None
   for name in ('untrained', 'histogram'):
     if name in baselines:
       rows[name] = baselines[name]
+  rows.update(reference or {})
   return rows
 
 
@@ -702,6 +716,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                         checkpoint_path: str | None = None) -> dict[str, float]:
   """--mode=eval: test the latest checkpoint of the workdir, or the given checkpoint directory."""
   workdir = prepare_workdir(workdir, config)
+  reference = _published_rows(config)
   setup = build_setup(config, workdir)
   if checkpoint_path:
     state = checkpoint.restore_from_path(checkpoint_path, setup.state,
@@ -715,9 +730,10 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   results = {**_flat_results(output, setup.evaluate_testsets(state)), 'step': int(state.step)}
   _write_json(workdir / 'eval_metrics.json', results)
   _log(f'checkpoint at step {int(state.step)}:')
-  _log(format_results_table(_table_rows(results)))
+  _log(format_results_table(_table_rows(results, reference=reference)))
   if jax.process_index() == 0:
-    report.write_report(workdir, config, setup, output, {}, rows=_table_rows(results),
+    report.write_report(workdir, config, setup, output, {},
+                        rows=_table_rows(results, reference=reference),
                         extra_sections=setup.report_sections(state, output))
   setup.checkpointer.close()
   return results

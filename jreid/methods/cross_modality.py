@@ -522,4 +522,6 @@ def recipe_config(model: str, protocol: str, variant: str | None) -> ml_collecti
     config.optim.milestones = (12,) if model == 'agw' else (6,)
     config.train.epochs = 16 if model == 'agw' else 8
     config.train.log_every_steps = 10
+  else:  # The paper's ResNet-50 numbers beside ours (jreid.published.CROSS_MODALITY).
+    config.eval.published = f'{model},r50'
   return config
