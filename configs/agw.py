@@ -30,10 +30,10 @@ from configs import bagtricks
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  _, backbone = _fastreid.parse_variant(arg, 'configs/agw.py')
+  dataset, backbone = _fastreid.parse_variant(arg, 'configs/agw.py')
   # Base-AGW.yml: _BASE_ Base-bagtricks.yml (our bagtricks variant with the same data/backbone).
   config = bagtricks.get_config(arg)
-  if config.eval.published:  # A named variant: FastReID's model-zoo AGW row beside ours.
+  if dataset != 'synthreid':  # A named variant: FastReID's model-zoo AGW row beside ours.
     config.eval.published = f'agw,{backbone}'
   # FastReID's ResNeSt carries non-local blocks too; jreid's ResNeSt has none yet (deviation).
   config.model.backbone.with_nl = backbone != 's50'

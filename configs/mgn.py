@@ -35,7 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError('configs/mgn.py: MGN splits a Bottleneck ResNet after layer3[0]; ResNeSt '
                      "(s50) is not supported: use r50, r50_ibn or r101_ibn.")
   config = sbs.get_config(arg)  # Base-MGN.yml: _BASE_ Base-SBS.yml
-  if config.eval.published:  # A named variant: FastReID's model-zoo MGN row beside ours.
+  if dataset != 'synthreid':  # A named variant: FastReID's model-zoo MGN row beside ours.
     config.eval.published = f'mgn,{backbone}'
   config.model.name = 'mgn'
   config.model.backbone.with_nl = False

@@ -47,7 +47,7 @@ SBS_AUGMENT_OPS = ('autoaugment(prob=0.1)', 'resize', 'pad_crop', 'flip', 'rando
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   dataset, backbone = _fastreid.parse_variant(arg, 'configs/sbs.py')
   config = bagtricks.get_config(arg)  # Base-SBS.yml: _BASE_ Base-bagtricks.yml
-  if config.eval.published:  # A named variant: FastReID's model-zoo SBS row beside ours.
+  if dataset != 'synthreid':  # A named variant: FastReID's model-zoo SBS row beside ours.
     config.eval.published = f'sbs,{backbone}'
   # FastReID's ResNeSt carries non-local blocks too; jreid's ResNeSt has none yet (deviation).
   config.model.backbone.with_nl = backbone != 's50'

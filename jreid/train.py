@@ -552,10 +552,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   results['steps'] = int(state.step)
   results['wall_time_s'] = time.time() - t_start  # This invocation only (not earlier, resumed ones).
   _write_json(final_path, results)
-  _log(format_results_table(_table_rows(results, baselines, reference)))
+  rows = _table_rows(results, baselines, reference)
+  _log(format_results_table(rows))
   if jax.process_index() == 0:
-    report.write_report(workdir, config, setup, output, baselines,
-                        rows=_table_rows(results, baselines, reference),
+    report.write_report(workdir, config, setup, output, baselines, rows=rows,
                         extra_sections=setup.report_sections(state, output))
   setup.checkpointer.close()
   return results
@@ -730,10 +730,10 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   results = {**_flat_results(output, setup.evaluate_testsets(state)), 'step': int(state.step)}
   _write_json(workdir / 'eval_metrics.json', results)
   _log(f'checkpoint at step {int(state.step)}:')
-  _log(format_results_table(_table_rows(results, reference=reference)))
+  rows = _table_rows(results, reference=reference)
+  _log(format_results_table(rows))
   if jax.process_index() == 0:
-    report.write_report(workdir, config, setup, output, {},
-                        rows=_table_rows(results, reference=reference),
+    report.write_report(workdir, config, setup, output, {}, rows=rows,
                         extra_sections=setup.report_sections(state, output))
   setup.checkpointer.close()
   return results
