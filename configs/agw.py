@@ -25,18 +25,18 @@ ImageNet weights: add --config.model.pretrained=/path/to/resnet50.pth (torchvisi
 
 import ml_collections
 
-from configs import _fastreid
-from configs import bagtricks
+from jreid import config_args
+from jreid.methods import supervised
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  dataset, backbone = _fastreid.parse_variant(arg, 'configs/agw.py')
+  variant = supervised.fastreid_variant(arg, 'configs/agw.py')
   # Base-AGW.yml: _BASE_ Base-bagtricks.yml (our bagtricks variant with the same data/backbone).
-  config = bagtricks.get_config(arg)
-  if dataset != 'synthreid':  # A named variant: FastReID's model-zoo AGW row beside ours.
-    config.eval.published = f'agw,{backbone}'
+  config = config_args.sibling(__file__, 'bagtricks.py', arg)
+  if variant.dataset != 'synthreid':  # A named variant: FastReID's model-zoo AGW row beside ours.
+    config.eval.published = f'agw,{variant.backbone}'
   # FastReID's ResNeSt carries non-local blocks too; jreid's ResNeSt has none yet (deviation).
-  config.model.backbone.with_nl = backbone != 's50'
+  config.model.backbone.with_nl = variant.backbone != 's50'
   config.model.pooling.name = 'gem'
   config.model.pooling.gem_p = 3.0
   config.model.pooling.gem_learnable = False

@@ -9,10 +9,8 @@ ResNet-18 width 16, 96x48 input, per-image input standardisation, Adam 1e-3, 16 
 
   python -m jreid.main --config=configs/agw_sysu.py --workdir=/tmp/agw_sysu
 
-Measured (Nov 2026, 2-core CPU, partly shared; 7 minutes wall, 401 s of CPU time;
-benchmarks/results/agw_sysu_synthreid_ir_cpu.json): infrared->visible all-search mAP 6.46%
-(untrained 2.18%), Rank-20 31.2% (5.5%); indoor-search mAP 11.0%. SynthReID-IR is hard across
-modalities by design: a thermal camera sees garment grey levels from emissivity, unrelated to the
+The recorded run is benchmarks/results/agw_sysu_synthreid_ir_cpu.json. SynthReID-IR is hard
+across modalities by design: a thermal camera sees garment grey levels from emissivity, unrelated to the
 visible colours, so only body shape, hair, gear and pose carry over.
 
 The paper recipe on SYSU-MM01 (288x144, SGD Nesterov lr 0.1 / 0.01 backbone, warmup over 10 epochs

@@ -2,8 +2,7 @@ r"""Bag of Tricks (BoT) strong baseline (Luo et al. 2019; FastReID's Base-bagtri
 
 Default: the embedded synthetic dataset SynthReID v1 on a 2-core CPU in under 10 minutes
 (ResNet-18 at width 32 and 96x48 input instead of ResNet-50 at 256x128, batch 8 ids x 4 images,
-Adam 1e-3, 8 epochs; measured 4.6 minutes wall, mAP 47% against 13% for the colour-histogram
-baseline and 3% for the untrained network):
+Adam 1e-3, 8 epochs; the recorded run is benchmarks/results/bagtricks_synthreid_cpu.json):
 
   python -m jreid.main --config=configs/bagtricks.py --workdir=/tmp/run
 
@@ -14,7 +13,7 @@ steps at epochs 40/90, 120 epochs, CE with label smoothing 0.1 + triplet margin 
       --config.dataset.root=/path/to/Market-1501-v15.09.15
 
 The other FastReID model-zoo datasets and backbones (`DATASET[,BACKBONE]`, BACKBONE one of
-r50 (default), r50_ibn, s50, r101_ibn):
+r50 (default), r50_ibn, s50, r101_ibn; also written `:dataset=msmt17,backbone=r50_ibn`):
 
   python -m jreid.main --config=configs/bagtricks.py:dukemtmc --workdir=runs/bot_duke \
       --config.dataset.root=/path/to/DukeMTMC-reID
@@ -36,13 +35,13 @@ Any key can be overridden, e.g. `--config.optim.lr=1e-3 --config.model.backbone.
 
 import ml_collections
 
-from configs import _fastreid
-from jreid.config_defaults import base_config
+from jreid.config_defaults import method_config
+from jreid.methods import supervised
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variant, backbone = _fastreid.parse_variant(arg, 'configs/bagtricks.py')
-  config = base_config()
+  variant = supervised.fastreid_variant(arg, 'configs/bagtricks.py')
+  config = method_config('supervised')
 
   # FastReID Base-bagtricks.yml.
   config.model.backbone.name = 'resnet50'
@@ -72,7 +71,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.input.height, config.input.width = 256, 128
   config.train.epochs = 120
 
-  if variant == 'synthreid':
+  if variant.dataset == 'synthreid':
     config.dataset.name = 'synthreid'
     config.model.backbone.name = 'resnet18'
     config.model.backbone.width = 32
@@ -85,6 +84,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.epochs = 8
     config.eval.batch_size = 128
   else:
-    _fastreid.set_recipe_data(config, variant, backbone)
-    config.eval.published = f'bagtricks,{backbone}'  # FastReID's model-zoo row beside ours
+    supervised.set_fastreid_data(config, variant.dataset, variant.backbone)
+    config.eval.published = f'bagtricks,{variant.backbone}'  # FastReID's model-zoo row beside ours
   return config

@@ -10,8 +10,7 @@ ResNet-18 width 16, 96x48 input, per-image input standardisation, Adam 1e-3, 8 e
 
   python -m jreid.main --config=configs/cmgr_sysu.py --workdir=/tmp/cmgr_sysu
 
-Measured (Nov 2026, idle 2-core CPU; 5.5 minutes wall; benchmarks/results/
-cmgr_sysu_synthreid_ir_cpu.json): infrared->visible all-search mAP 4.47% (untrained 2.45%).
+The recorded run is benchmarks/results/cmgr_sysu_synthreid_ir_cpu.json.
 
 The paper recipe on SYSU-MM01 (288x144, SGD Nesterov lr 0.1 / 0.01 backbone, warmup over 10 epochs
 stepped per epoch, x0.1 at 20 and 50, 81 epochs; see jreid.methods.cross_modality.recipe_config),

@@ -25,16 +25,17 @@ too; s50 (ResNeSt) does not split like a ResNet and is refused):
 
 import ml_collections
 
-from configs import _fastreid
-from configs import sbs
+from jreid import config_args
+from jreid.methods import supervised
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  dataset, backbone = _fastreid.parse_variant(arg, 'configs/mgn.py')
+  variant = supervised.fastreid_variant(arg, 'configs/mgn.py')
+  dataset, backbone = variant.dataset, variant.backbone
   if backbone == 's50':
     raise ValueError('configs/mgn.py: MGN splits a Bottleneck ResNet after layer3[0]; ResNeSt '
                      "(s50) is not supported: use r50, r50_ibn or r101_ibn.")
-  config = sbs.get_config(arg)  # Base-MGN.yml: _BASE_ Base-SBS.yml
+  config = config_args.sibling(__file__, 'sbs.py', arg)  # Base-MGN.yml: _BASE_ Base-SBS.yml
   if dataset != 'synthreid':  # A named variant: FastReID's model-zoo MGN row beside ours.
     config.eval.published = f'mgn,{backbone}'
   config.model.name = 'mgn'

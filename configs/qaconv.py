@@ -28,6 +28,7 @@ and the cross-dataset test sets of `config.eval.testsets`:
       --config.dataset.root=/path/to/MSMT17_V1
   python -m jreid.main --config=configs/qaconv.py:msmt17_all --workdir=runs/qaconv_msmt_all \
       --config.dataset.root=/path/to/MSMT17_V1       # train on train+query+gallery
+                                         # (the same: :dataset=msmt17,combine_all=true)
   python -m jreid.main --config=configs/qaconv.py:randperson --workdir=runs/qaconv_rp \
       --config.dataset.root=/path/to/randperson_subset
 
@@ -50,23 +51,19 @@ Test a checkpoint (the latest of a workdir, or a given one):
 
 import ml_collections
 
-from jreid.config_defaults import base_config
-from jreid.methods.qaconv import qaconv_config
-from jreid.models.qaconv import qaconv_model_config
+from jreid import config_args
+from jreid.config_defaults import method_config
 
-VARIANTS = ('synthreid', 'market1501', 'msmt17', 'msmt17_all', 'randperson')
+DATASETS = ('synthreid', 'market1501', 'msmt17', 'randperson')
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variant = arg or 'synthreid'
-  if variant not in VARIANTS:
-    raise ValueError(f'unknown variant {variant!r} of configs/qaconv.py: use one of '
-                     f'{", ".join(":" + v for v in VARIANTS[1:])} or no variant (the embedded '
-                     'synthetic run).')
-  config = base_config()
-  config.method = 'qaconv'
-  config.qaconv = qaconv_config()
-  config.model = qaconv_model_config()
+  variant = config_args.parse_arg(
+      arg, where='configs/qaconv.py',
+      shorthands={**{d: {'dataset': d} for d in DATASETS},
+                  'msmt17_all': {'dataset': 'msmt17', 'combine_all': True}},
+      choices={'dataset': DATASETS}, dataset='synthreid', combine_all=False)
+  config = method_config('qaconv')
 
   # The paper recipe (QAConv 2.1 README / main_gs.py).
   config.model.backbone.name = 'resnet50_ibn_b'
@@ -74,7 +71,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.qaconv.neck_bn = False  # A 3x3 neck convolution with bias (issue/paper form).
   config.input.height, config.input.width = 384, 128
   config.batch_size = 64
-  config.sampler.name = 'graph'
   config.sampler.num_instances = 2
   config.optim.name = 'sgd'
   config.optim.lr = 0.005
@@ -103,9 +99,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       'random_occlusion(min_size=0.0, max_size=0.8)')
   config.eval.batch_size = 64
   config.eval.histogram_baseline = True
+  config.eval.rerank = True  # The reference's QAConv-score re-ranking, and TLift on top of it.
   config.qaconv.time_model = 'market1501'
 
-  if variant == 'synthreid':
+  config.dataset.name = variant.dataset
+  config.dataset.combine_all = variant.combine_all
+  if variant.dataset == 'synthreid':
     config.dataset.name = 'synthreid'
     config.model.backbone.name = 'resnet18'
     config.model.backbone.width = 32
@@ -115,7 +114,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.qaconv.frozen_bn = False  # From scratch (see the docstring).
     config.optim.lr = 0.05
     config.optim.lr_factors = ()
-    config.qaconv.loss = 'pairwise'
+    config.loss.names = ('qaconv_pairwise',)
     config.train.epochs = 6
     config.train.log_every_steps = 20
     config.eval.batch_size = 128
@@ -123,17 +122,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # SynthReID's walking model: people seen together cross cameras within tens of seconds.
     config.qaconv.tau = 30.0
     config.qaconv.sigma = 30.0
-  elif variant == 'market1501':
-    config.dataset.name = 'market1501'
-  elif variant in ('msmt17', 'msmt17_all'):
-    config.dataset.name = 'msmt17'
-    config.dataset.combine_all = variant == 'msmt17_all'
-    config.qaconv.tlift = False  # MSMT17 has no usable global clock across cameras.
-  elif variant == 'randperson':
-    config.dataset.name = 'randperson'
+  elif variant.dataset in ('msmt17', 'randperson'):
+    # No usable global clock across cameras: the reference evaluates without re-ranking + TLift.
     config.qaconv.tlift = False
-  if variant != 'synthreid':
+    config.eval.rerank = False
+  if variant.dataset != 'synthreid':
     # QAConv 2.1's published cross-dataset numbers beside ours, one row per test set of
     # config.eval.testsets that the README reports for this training set.
-    config.eval.published = 'qaconv,msmt17_all' if variant == 'msmt17_all' else 'qaconv'
+    all_data = variant.dataset == 'msmt17' and variant.combine_all
+    config.eval.published = 'qaconv,msmt17_all' if all_data else 'qaconv'
   return config

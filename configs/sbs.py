@@ -28,8 +28,8 @@ r101_ibn):
 
 import ml_collections
 
-from configs import _fastreid
-from configs import bagtricks
+from jreid import config_args
+from jreid.methods import supervised
 
 
 # Keys below follow FastReID configs/Base-SBS.yml at JDAI-CV/fast-reid commit
@@ -45,8 +45,9 @@ SBS_AUGMENT_OPS = ('autoaugment(prob=0.1)', 'resize', 'pad_crop', 'flip', 'rando
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  dataset, backbone = _fastreid.parse_variant(arg, 'configs/sbs.py')
-  config = bagtricks.get_config(arg)  # Base-SBS.yml: _BASE_ Base-bagtricks.yml
+  variant = supervised.fastreid_variant(arg, 'configs/sbs.py')
+  dataset, backbone = variant.dataset, variant.backbone
+  config = config_args.sibling(__file__, 'bagtricks.py', arg)  # Base-SBS.yml: _BASE_ bagtricks
   if dataset != 'synthreid':  # A named variant: FastReID's model-zoo SBS row beside ours.
     config.eval.published = f'sbs,{backbone}'
   # FastReID's ResNeSt carries non-local blocks too; jreid's ResNeSt has none yet (deviation).

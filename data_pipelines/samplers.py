@@ -1,8 +1,10 @@
 """Identity samplers: which training images make up each batch (numpy only).
 
-Samplers: `PKSampler` (FastReID NaiveIdentitySampler), `BalancedIdentitySampler` (prefers
-other cameras), `SetReWeightSampler` (per-set identity quotas); `build_sampler` picks one by
-`config.sampler.name`.
+Samplers (each a `Sampler`): `PKSampler` (FastReID NaiveIdentitySampler),
+`BalancedIdentitySampler` (prefers other cameras), `SetReWeightSampler` (per-set identity quotas),
+picked by `config.sampler.name` in `build_sampler`; `CameraAwareSampler` (pseudo identities of the
+unsupervised methods); in their own modules, `graph_sampler.GraphSampler` (QAConv-GS) and
+`cross_modality_sampler.CrossModalitySampler` (visible + infrared images per identity).
 
 The P x K sampler follows FastReID's `NaiveIdentitySampler`: every batch holds P distinct
 identities with K images each, the K images of an identity consecutive. The data order is a
@@ -12,7 +14,21 @@ uninterrupted run would have seen.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
+
+
+class Sampler(Protocol):
+  """What the input pipeline (`input_pipeline.train_iterator`) and the train loop need of a
+  sampler: the image indices of every global step."""
+
+  num_samples: int  # Images of the split it samples from.
+  batch_size: int  # Global batch size.
+  batches_per_epoch: int  # Steps of one epoch.
+
+  def steps(self, start: int, stop: int) -> np.ndarray:
+    """Image indices of global steps start..stop-1, int [stop - start, batch_size]."""
 
 
 class EpochSampler:
@@ -383,6 +399,73 @@ class SetReWeightSampler(EpochSampler):
   def _build(self, epoch: int) -> np.ndarray:
     return np.stack([self._batch(np.random.default_rng([self.seed, epoch, b]))
                      for b in range(self.batches_per_epoch)])
+
+
+class CameraAwareSampler:
+  """P x K batches of pseudo identities, K images per cluster preferring other cameras.
+
+  For the unsupervised methods (PPLR, Cluster Contrast), built each epoch from that epoch's
+  pseudo labels: each round visits the clusters in random order; for each it draws an anchor
+  image and K-1 more images of the cluster from cameras other than the anchor's (all others if
+  the cluster was seen by one camera only), as the references' `RandomMultipleGallerySampler`.
+  Rounds are concatenated and cut into batches of P x K, so a batch at a round boundary may hold a
+  cluster twice (the reference drops the tail of each pass). Only images with label >= 0 (not
+  DBSCAN outliers) are drawn. The order is a pure function of (seed, epoch, labels); `steps`
+  covers the global steps of epoch `epoch` only (steps_per_epoch each).
+  """
+
+  def __init__(self, labels: np.ndarray, camids: np.ndarray, batch_size: int,
+               num_instances: int, seed: int, epoch: int, steps_per_epoch: int):
+    labels = np.asarray(labels)
+    camids = np.asarray(camids)
+    if batch_size % num_instances:
+      raise ValueError(f'batch_size {batch_size} is not divisible by sampler.num_instances '
+                       f'{num_instances}; PPLR batches are P x K.')
+    clusters = np.unique(labels[labels >= 0])
+    if clusters.size == 0:
+      raise ValueError('CameraAwareSampler: no clustered image to sample (every image is a '
+                       'DBSCAN outlier); raise the DBSCAN eps of the method.')
+    self.num_samples = len(labels)
+    self.batch_size = int(batch_size)
+    self.num_instances = int(num_instances)
+    self.epoch = int(epoch)
+    self.steps_per_epoch = int(steps_per_epoch)
+    self.batches_per_epoch = self.steps_per_epoch
+    self._members = [np.flatnonzero(labels == c) for c in clusters]
+    self._camids = camids
+    self._seed = int(seed)
+    self._batches = self._epoch_batches()
+
+  def _group(self, rng: np.random.Generator, members: np.ndarray) -> np.ndarray:
+    k = self.num_instances
+    anchor = members[rng.integers(len(members))]
+    others = members[self._camids[members] != self._camids[anchor]]
+    if others.size == 0:
+      others = members[members != anchor]
+    if others.size == 0:  # a single-image cluster: its image K times
+      return np.full(k, anchor)
+    picked = rng.choice(others, size=k - 1, replace=others.size < k)
+    return np.concatenate([[anchor], picked])
+
+  def _epoch_batches(self) -> np.ndarray:
+    needed = self.steps_per_epoch * self.batch_size
+    chunks, total, r = [], 0, 0
+    while total < needed:
+      rng = np.random.default_rng([self._seed, self.epoch, r])
+      for c in rng.permutation(len(self._members)):
+        group = self._group(rng, self._members[c])
+        chunks.append(group)
+        total += len(group)
+      r += 1
+    return np.concatenate(chunks)[:needed].reshape(self.steps_per_epoch, self.batch_size)
+
+  def steps(self, start: int, stop: int) -> np.ndarray:
+    """Image indices [stop - start, batch_size] of global steps start..stop-1 (this epoch)."""
+    first = self.epoch * self.steps_per_epoch
+    if not first <= start <= stop <= first + self.steps_per_epoch:
+      raise ValueError(f'steps {start}..{stop} are not in epoch {self.epoch} '
+                       f'(steps {first}..{first + self.steps_per_epoch}).')
+    return self._batches[start - first:stop - first].astype(np.int64)
 
 
 SAMPLERS = ('pk', 'balanced', 'set_reweight')

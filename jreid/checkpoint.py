@@ -143,6 +143,14 @@ def remove_incomplete(directory: pathlib.Path) -> list[pathlib.Path]:
 
 
 def check_fingerprint(found: dict[str, Any], expected: dict[str, Any], path: pathlib.Path) -> None:
+  """CheckpointMismatchError listing the differences when a checkpoint's fingerprint (its `meta`
+  item) is not this run's."""
+  if 'method' not in found and 'method' in expected:
+    # Checkpoints written before every method recorded its name: the supervised method's, or the
+    # cross-modality method's (the only one with a two-stream model) had none.
+    model = found.get('model') or {}
+    name = 'cross_modality' if model.get('name') == 'two_stream' else 'supervised'
+    found = {**found, 'method': name}
   if found == expected:
     return
   diffs = [f'{k}: checkpoint has {found.get(k)!r}, this run has {expected.get(k)!r}'

@@ -53,11 +53,26 @@ def suggest_key(key: str, config: ml_collections.ConfigDict) -> str | None:
   return close[0] if close else None
 
 
+# Keys that moved: old dotted key -> where the setting lives now.
+MOVED = {
+    'qaconv.loss': "config.loss.names: ('qaconv_triplet',) (QAConv 2.1) or ('qaconv_pairwise',)",
+    'qaconv.margin': 'config.loss.qaconv_triplet.margin',
+    'pplr.cam': "config.loss.names with 'camera_proxy' (the :cam variant)",
+    'pplr.beta': 'config.loss.pplr_pglr.beta',
+    'pplr.epsilon': 'config.loss.pplr_part.epsilon',
+    'pplr.lam_cam': 'config.loss.camera_proxy.weight',
+    'pplr.num_hards': 'config.loss.camera_proxy.num_hards',
+    'pplr.temperature': 'config.loss.camera_proxy.temperature',
+}
+
+
 def lookup(config: ml_collections.ConfigDict, key: str) -> Any:
   """The value at dotted `key`; ConfigError with the nearest valid key when there is none."""
   node: Any = config
   for part in key.split('.'):
     if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      if key in MOVED:
+        raise ConfigError(f"config key '{key}' has moved: set {MOVED[key]} instead.")
       near = suggest_key(key, config)
       hint = f"; did you mean '{near}'?" if near else '; see the config file for the valid keys.'
       raise ConfigError(f"unknown config key '{key}'{hint}")
@@ -176,3 +191,62 @@ def check_command_line(argv: Sequence[str], flag: str = 'config') -> None:
         raise ConfigError(f'--config.{key} needs a value: --config.{key}=VALUE.')
       continue
     check_value(key, text, current)
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Checks a whole config before any data is loaded: every section is one the method of
+  `config.method` reads (and has), no loss term is configured without being used, and the
+  method's own checks (its optional `check_config`).
+
+  Raises:
+    ConfigError: one line naming the key and the fix.
+  """
+  from jreid import config_defaults  # pylint: disable=g-import-not-at-top
+  from jreid import method as method_lib  # pylint: disable=g-import-not-at-top
+  from jreid import objectives  # pylint: disable=g-import-not-at-top
+  name = config.get('method', None)
+  try:
+    module = method_lib.load(name)
+    expected = config_defaults.method_config(name)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  extra = [k for k in config.keys() if k not in expected]
+  if extra:
+    raise ConfigError(
+        f'config.{extra[0]} is not read by method {name!r}: remove it (the sections of '
+        f'{name!r} are {", ".join(expected.keys())}; its own settings are in jreid/methods/'
+        f'{name}.py default_config()).')
+  missing = [k for k in expected.keys() if k not in config]
+  if missing:
+    raise ConfigError(f'the config has no section config.{missing[0]}, which method {name!r} '
+                      f'reads: start from jreid.config_defaults.method_config({name!r}) or a '
+                      'config file in configs/.')
+  base = config_defaults.base_config()
+  for section in expected.keys():
+    if section in base and section != 'model':
+      continue  # Shared sections: their keys are checked by the lock and the command line.
+    if section == 'model' or not isinstance(expected[section], ml_collections.ConfigDict):
+      continue
+    unknown = [k for k in config[section].keys() if k not in expected[section]]
+    if unknown:
+      raise ConfigError(f'config.{section}.{unknown[0]} is not read by method {name!r}; '
+                        f'the keys of config.{section} are {", ".join(expected[section].keys())}.')
+  if 'loss' in config:
+    unused = objectives.unused_term_sections(config.loss)
+    if unused:
+      raise ConfigError(
+          f'config.loss.{unused[0]} is set but {unused[0]!r} is not in config.loss.names '
+          f'{tuple(config.loss.names)}: add it to config.loss.names or leave its settings at '
+          'their defaults.')
+  if 'sampler' in config and 'set_weight' in config.sampler and config.sampler.set_weight and (
+      config.sampler.get('name') != 'set_reweight'):
+    raise ConfigError(f"config.sampler.set_weight is only read by config.sampler.name="
+                      f"'set_reweight' (now {config.sampler.get('name')!r}).")
+  own_check = getattr(module, 'check_config', None)
+  if own_check is not None:
+    try:
+      own_check(config)
+    except ConfigError:
+      raise
+    except ValueError as e:
+      raise ConfigError(str(e)) from None

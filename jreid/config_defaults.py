@@ -1,7 +1,10 @@
-"""Every key the generic train loop reads, with FastReID-like defaults.
+"""The config sections every method shares, with FastReID-like defaults.
 
-Method configs in `configs/` start from `base_config()` and change values; `jreid.main` locks the
-result, so a misspelt key is an error instead of a silently ignored setting.
+`base_config()` holds what the shared loop, data pipeline and evaluation read; a method adds the
+sections it owns (`jreid.methods.<name>.default_config()`, e.g. `loss` and `sampler`);
+`method_config(name)` is the two together, where every config in `configs/` starts. `jreid.main`
+locks the result, so a misspelt key is an error instead of a silently ignored setting, and a
+section the method never reads is an error too (`jreid.config_checks.check_config`).
 """
 
 import dataclasses
@@ -14,8 +17,9 @@ from jreid import models
 
 
 def base_config() -> ml_collections.ConfigDict:
+  """The shared sections (no method's own sections: see `method_config`)."""
   c = ml_collections.ConfigDict()
-  c.method = 'supervised'  # The setup of the run: 'supervised' | 'qaconv' (jreid.train.METHODS).
+  c.method = 'supervised'  # The module jreid/methods/<method>.py.
   c.seed = 0
   c.batch_size = 64  # Global batch over all devices and processes.
 
@@ -48,11 +52,6 @@ def base_config() -> ml_collections.ConfigDict:
   # Batch ops after batching (transforms.build_batch_transform), e.g. ('random_patch(prob=0.5)',).
   c.augment.batch_ops = ()
 
-  c.sampler = ml_collections.ConfigDict()
-  c.sampler.name = 'pk'  # 'pk' | 'balanced' | 'set_reweight' (samplers.build_sampler).
-  c.sampler.num_instances = 4  # K; P = batch_size // K.
-  c.sampler.set_weight = ()  # 'set_reweight': identities per set (camid) per unit; () = 1 each.
-
   c.data = ml_collections.ConfigDict()
   c.data.num_parallel_calls = -1  # tf.data AUTOTUNE.
   c.data.prefetch = 2
@@ -62,18 +61,6 @@ def base_config() -> ml_collections.ConfigDict:
   # convolutions and activations run in bfloat16, while params (master weights), optimiser state,
   # BatchNorm statistics, pooling, head, losses and gradients stay float32.
   c.model = models.default_model_config()
-
-  c.loss = ml_collections.ConfigDict()
-  c.loss.names = ('cross_entropy', 'triplet')
-  c.loss.cross_entropy = ml_collections.ConfigDict(
-      {'weight': 1.0, 'epsilon': 0.1, 'variant': 'fastreid',
-       'alpha': 0.2})  # alpha: probability-based smoothing, used when epsilon < 0.
-  c.loss.triplet = ml_collections.ConfigDict(
-      {'weight': 1.0, 'margin': 0.3, 'norm_feat': False, 'hard_mining': True})
-  # Used only when listed in c.loss.names (FastReID's defaults).
-  c.loss.focal = ml_collections.ConfigDict({'weight': 1.0, 'alpha': 0.25, 'gamma': 2.0})
-  c.loss.circle = ml_collections.ConfigDict({'weight': 1.0, 'margin': 0.25, 'gamma': 128.0})
-  c.loss.cosface = ml_collections.ConfigDict({'weight': 1.0, 'margin': 0.25, 'gamma': 128.0})
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = 'adam'  # 'adam' | 'sgd'
@@ -100,8 +87,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.warmup_per_epoch = False  # True: the warmup factor is constant within an epoch.
   c.optim.freeze_layers = ('^backbone/',)  # Path regexes frozen for the first freeze_iters.
   c.optim.freeze_iters = 0
-  # Stochastic weight averaging (FastReID SOLVER.SWA; supervised setup only). From start_epoch to
-  # the end of training the params are averaged every `freq` steps (in TrainState.extra, so a
+  # Stochastic weight averaging (FastReID SOLVER.SWA), for every method. From start_epoch to
+  # the end of training the params are averaged every `freq` steps (in the optimiser state, so a
   # resumed run is exact); after the last epoch the params are replaced by the average and the
   # BatchNorm statistics recomputed on `bn_update_steps` training batches (0: one epoch), so the
   # final checkpoint and evaluation use the averaged model.
@@ -150,3 +137,20 @@ def base_config() -> ml_collections.ConfigDict:
   # config.dataset.name, so the embedded synthetic default gets none. Set by the named variants.
   c.eval.published = ''
   return c
+
+
+def method_config(name: str) -> ml_collections.ConfigDict:
+  """`base_config()` with the sections of method `name` (jreid/methods/<name>.py) added; a
+  section the method defines replaces the shared one (e.g. QAConv's `model`)."""
+  from jreid import method  # pylint: disable=g-import-not-at-top
+  config = base_config()
+  own = method.load(name).default_config()
+  for key, value in own.items():
+    config[key] = value
+  config.method = name
+  return config
+
+
+def method_sections(name: str) -> list[str]:
+  """The top-level keys a config of method `name` has (and the method reads)."""
+  return list(method_config(name).keys())

@@ -10,6 +10,7 @@ set JREID_TRACEBACK=1 to see the full traceback instead. See README "Reliability
 
 import os
 import pathlib
+import signal
 import sys
 import traceback
 
@@ -85,7 +86,16 @@ def main(argv):
     else:
       train.evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.checkpoint)
   except train.Preempted as e:
-    print(f'jreid: {e}', file=sys.stderr)
+    print(f'jreid: {e}', file=sys.stderr, flush=True)
+    # Ctrl-C ends with the shell's code for SIGINT; a preempted (SIGTERM) job ends cleanly.
+    sys.exit(130 if e.signum == signal.SIGINT else 0)
+  except KeyboardInterrupt:
+    if os.environ.get('JREID_TRACEBACK'):
+      raise
+    print('jreid: interrupted (Ctrl-C) before training started or after it ended; nothing of '
+          'the run is lost: run the same command to resume from the last checkpoint.',
+          file=sys.stderr, flush=True)
+    sys.exit(130)
   except (DatasetError, CheckpointMismatchError, CheckpointWriteError, FileNotFoundError,
           PermissionError, train.TrainingDivergedError) as e:
     # A user's mistake, a full disk or a diverged run: one clear message, not a traceback.

@@ -170,13 +170,16 @@ def _skip_first(inner: optax.GradientTransformation, num_steps: int) -> optax.Gr
   return optax.GradientTransformation(init, update)
 
 
-def build_optimizer(cfg: ml_collections.ConfigDict, schedule: optax.Schedule,
-                    params: PyTree) -> optax.GradientTransformation:
+def build_optimizer(cfg: ml_collections.ConfigDict, schedule: optax.Schedule, params: PyTree,
+                    steps_per_epoch: int | None = None) -> optax.GradientTransformationExtraArgs:
   """The optimiser described by config.optim for the given parameter tree.
 
   Keys: name ('adam' | 'sgd'), momentum, nesterov, adam_b1, adam_b2, adam_eps, weight_decay,
   weight_decay_norm, weight_decay_bias, bias_lr_factor, lr_factors, clip_grad_norm (0 = off),
-  freeze_layers, freeze_iters.
+  freeze_layers, freeze_iters, swa (needs `steps_per_epoch`).
+
+  Its `update` takes an optional `lr_scale` argument (a scalar multiplying every update, e.g.
+  QAConv's adaptive decay); SWA, last in the chain, averages the params the scaled update gives.
   """
   wd, lr_factor = param_hyperparams(params, cfg)
   if cfg.name == 'adam':
@@ -201,8 +204,24 @@ def build_optimizer(cfg: ml_collections.ConfigDict, schedule: optax.Schedule,
   if cfg.clip_grad_norm:
     chain.append(optax.clip_by_global_norm(cfg.clip_grad_norm))
   chain += [_add_decayed_weights_tree(wd), core_tx, _scale_tree(lr_factor),
-            optax.scale_by_learning_rate(schedule)]
+            optax.scale_by_learning_rate(schedule), scale_by_lr_scale()]
+  if swa_enabled(cfg):
+    if not steps_per_epoch:
+      raise ValueError('build_optimizer: config.optim.swa.enabled needs steps_per_epoch.')
+    chain.append(swa(swa_start_step(cfg, steps_per_epoch), int(cfg.swa.freq)))
   return optax.chain(*chain)
+
+
+def scale_by_lr_scale() -> optax.GradientTransformationExtraArgs:
+  """Multiplies the updates by the `lr_scale` argument of `update` (1 when not given)."""
+
+  def update(updates, state, params=None, *, lr_scale=None, **extra_args):
+    del params, extra_args
+    if lr_scale is None:
+      return updates, state
+    return jax.tree.map(lambda u: u * lr_scale, updates), state
+
+  return optax.GradientTransformationExtraArgs(lambda _: optax.EmptyState(), update)
 
 
 def _zero_first(mask: PyTree, num_steps: int) -> optax.GradientTransformation:
@@ -285,19 +304,47 @@ def swa_learning_rate_schedule(cfg: ml_collections.ConfigDict, schedule: optax.S
   return swa_schedule
 
 
-def swa_init(params: PyTree) -> dict[str, Any]:
-  """The SWA running average (params-shaped, float32 like the master weights) and its count."""
-  return {'params': jax.tree.map(jnp.zeros_like, params), 'count': jnp.zeros([], jnp.int32)}
+class SWAState(NamedTuple):
+  """SWA's running average of the params, in the optimiser state (checkpointed with it)."""
+  count: jax.Array  # Updates seen: the global step.
+  average: PyTree  # Mean of the params after each averaging step (float32, params-shaped).
+  num_averaged: jax.Array
 
 
-def swa_update(swa: dict[str, Any], params: PyTree, average: jax.Array) -> dict[str, Any]:
-  """Adds `params` to the running mean where `average` (a traced bool) is set.
+def swa(start_step: int, freq: int) -> optax.GradientTransformation:
+  """Stochastic weight averaging as the last transformation of an optimiser chain.
 
-  mean_{n+1} = mean_n + (params - mean_n) / (n + 1): the first average is `params` itself, and
-  after n updates the mean of the n snapshots (torchcontrib's / FastReID's `update_swa`).
+  It passes the updates through unchanged and adds the params they give (params + updates) to
+  its running mean after update s (1-based) when s > start_step and (s - start_step) % freq == 0
+  (FastReID's SWA.update_swa every PERIOD steps): mean_{n+1} = mean_n + (p - mean_n) / (n + 1),
+  so after n averages it is the mean of the n snapshots (torchcontrib's / FastReID's
+  `update_swa`). `swa_state(opt_state).average` holds the result.
   """
-  count = swa['count']
-  inv = 1.0 / (count + 1).astype(jnp.float32)
-  new = jax.tree.map(lambda m, p: jnp.where(average, m + (p - m) * inv.astype(m.dtype), m),
-                     swa['params'], params)
-  return {'params': new, 'count': count + average.astype(jnp.int32)}
+
+  def init(params):
+    return SWAState(jnp.zeros([], jnp.int32), jax.tree.map(jnp.zeros_like, params),
+                    jnp.zeros([], jnp.int32))
+
+  def update(updates, state, params=None):
+    if params is None:
+      raise ValueError('optim.swa needs the params in update().')
+    new_params = optax.apply_updates(params, updates)
+    done = state.count + 1 - start_step  # Steps of the SWA phase done after this one.
+    average = (done > 0) & (done % freq == 0)
+    inv = 1.0 / (state.num_averaged + 1).astype(jnp.float32)
+    mean = jax.tree.map(lambda m, p: jnp.where(average, m + (p - m) * inv.astype(m.dtype), m),
+                        state.average, new_params)
+    return updates, SWAState(state.count + 1, mean,
+                             state.num_averaged + average.astype(jnp.int32))
+
+  return optax.GradientTransformation(init, update)
+
+
+def swa_state(opt_state: PyTree) -> SWAState:
+  """The SWAState inside an optimiser state built with SWA enabled."""
+  found = [s for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, SWAState))
+           if isinstance(s, SWAState)]
+  if len(found) != 1:
+    raise ValueError('the optimiser state holds no SWA average: build the optimiser with '
+                     'config.optim.swa.enabled=True.')
+  return found[0]

@@ -42,7 +42,8 @@ class Progress:
     self._bar.close()
 
 
-def _plt():
+def pyplot():
+  """matplotlib.pyplot with the non-interactive Agg backend."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -52,7 +53,7 @@ def _plt():
 def plot_training_curves(rows: list[dict[str, float]], path: pathlib.Path) -> bool:
   if not rows:
     return False
-  plt = _plt()
+  plt = pyplot()
   steps = np.array([r['step'] for r in rows])
   loss_keys = [k for k in rows[-1] if k == 'loss' or k.startswith('loss_')]
   fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
@@ -72,7 +73,7 @@ def plot_training_curves(rows: list[dict[str, float]], path: pathlib.Path) -> bo
 
 
 def plot_cmc(curves: dict[str, np.ndarray], path: pathlib.Path) -> None:
-  plt = _plt()
+  plt = pyplot()
   fig, ax = plt.subplots(figsize=(5, 3.6))
   for name, cmc in curves.items():
     ax.plot(np.arange(1, len(cmc) + 1), 100 * np.asarray(cmc), label=name)
@@ -91,7 +92,8 @@ def ranked_gallery(dist: np.ndarray, q_pid: int, q_cam: int, g_pids: np.ndarray,
   return order[keep][:top_k]
 
 
-def _decode(data: bytes, size: tuple[int, int]) -> np.ndarray:
+def decode_image(data: bytes, size: tuple[int, int]) -> np.ndarray:
+  """An encoded image as uint8 RGB [height, width, 3] resized to size = (height, width)."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
   img = Image.open(io.BytesIO(data)).convert('RGB').resize((size[1], size[0]))
   return np.asarray(img)
@@ -103,7 +105,7 @@ def plot_rank_lists(query, gallery, query_distances, path: pathlib.Path, num_que
 
   `query_distances(i)` gives query i's distances to every gallery item, float [G].
   """
-  plt = _plt()
+  plt = pyplot()
   rng = np.random.default_rng(0)
   rows = np.sort(rng.choice(len(query), size=min(num_queries, len(query)), replace=False))
   size = (128, 64)
@@ -112,13 +114,13 @@ def plot_rank_lists(query, gallery, query_distances, path: pathlib.Path, num_que
   for r, qi in enumerate(rows):
     ranked = ranked_gallery(query_distances(qi), query.pids[qi], query.camids[qi], gallery.pids,
                             gallery.camids, top_k)
-    axes[r, 0].imshow(_decode(query.images[qi], size))
+    axes[r, 0].imshow(decode_image(query.images[qi], size))
     axes[r, 0].set_title(f'query {query.pids[qi]}', fontsize=7)
     for c in range(top_k):
       ax = axes[r, c + 1]
       if c < len(ranked):
         gi = ranked[c]
-        ax.imshow(_decode(gallery.images[gi], size))
+        ax.imshow(decode_image(gallery.images[gi], size))
         color = 'limegreen' if gallery.pids[gi] == query.pids[qi] else 'red'
         for spine in ax.spines.values():
           spine.set_edgecolor(color); spine.set_linewidth(3)
@@ -144,7 +146,7 @@ def _md_table_to_html(table: str) -> str:
 
 def plot_roc(roc, path: pathlib.Path) -> None:
   """Verification ROC (TPR against FPR, log scale) with the reported operating points."""
-  plt = _plt()
+  plt = pyplot()
   fig, ax = plt.subplots(figsize=(5, 4))
   keep = roc.fpr > 0
   ax.plot(roc.fpr[keep], 100 * roc.tpr[keep])
@@ -162,7 +164,7 @@ def plot_distance_histograms(query, gallery, query_distances, path: pathlib.Path
                              max_queries: int = 500) -> None:
   """Distances of positive (same identity) and negative pairs, for up to `max_queries` queries
   (junk gallery items left out)."""
-  plt = _plt()
+  plt = pyplot()
   rng = np.random.default_rng(0)
   rows = np.sort(rng.choice(len(query), size=min(max_queries, len(query)), replace=False))
   pos, neg = [], []
@@ -185,42 +187,44 @@ def plot_distance_histograms(query, gallery, query_distances, path: pathlib.Path
   plt.close(fig)
 
 
-def write_report(workdir: pathlib.Path, config, setup, output, baselines: dict[str, Any],
-                 rows: dict[str, dict[str, Any]] | None = None,
-                 extra_sections: list[tuple[str, str, str | None]] = ()) -> None:
-  """Writes report.md and report.html with the results table and plots.
+def write_report(workdir: pathlib.Path, config, splits, describe: str, output,
+                 rows: dict[str, dict[str, Any]],
+                 extra_sections: list[tuple[str, str, str | None]] = (),
+                 curves_path: pathlib.Path | None = None) -> None:
+  """Writes report.md and report.html with the results table and plots into `workdir`.
 
-  rows: the results table (default: the trained model, its post-processed rows, baselines).
+  splits: the dataset's 'train', 'query', 'gallery' splits.
+  describe: a paragraph on the model and recipe.
+  output: the evaluation (jreid.evaluator.EvalOutput).
+  rows: the results table (the trained model, its further rows, baselines, published numbers).
   extra_sections: a method's own (title, markdown text, PNG file name in the workdir or None).
+  curves_path: the training scalars (metrics.jsonl; default: the workdir's).
   """
   workdir = pathlib.Path(workdir)
   sections: list[tuple[str, str, str | None]] = []  # (title, markdown body, image file)
-  if rows is None:
-    rows = {'trained': output.metrics,
-            **{f'trained + {k}': v for k, v in output.extra_rows.items()},
-            **{k: v for k, v in baselines.items()}}
   table = format_results_table(rows)
   sections.append(('Results', table, None))
   data_lines = '\n'.join(f'| {name} | {s.summary()["ids"]} | {s.summary()["images"]} | '
-                         f'{s.summary()["cameras"]} |' for name, s in setup.splits.items())
+                         f'{s.summary()["cameras"]} |' for name, s in splits.items())
   sections.append(('Data', f'Dataset `{config.dataset.name}`.\n\n| split | ids | images | cameras |\n'
                    f'|---|---|---|---|\n{data_lines}', None))
-  sections.append(('Model', setup.describe(), None))
-  curves = metric_writers.read_jsonl(workdir / 'metrics.jsonl')
+  sections.append(('Model', describe, None))
+  curves = metric_writers.read_jsonl(curves_path or workdir / 'metrics.jsonl')
   train_rows = [r for r in curves if 'loss' in r]
   if plot_training_curves(train_rows, workdir / 'training_curves.png'):
     sections.append(('Training curves', '', 'training_curves.png'))
   plot_cmc({'trained': output.result.cmc}, workdir / 'cmc.png')
   sections.append(('CMC', '', 'cmc.png'))
-  gallery = output.gallery if output.gallery is not None else setup.splits['gallery']
+  query = output.query if output.query is not None else splits['query']
+  gallery = output.gallery if output.gallery is not None else splits['gallery']
   if getattr(output.result, 'roc', None) is not None:
     plot_roc(output.result.roc, workdir / 'roc.png')
     sections.append(('ROC', 'Verification over all query-gallery pairs (same identity = '
                      'positive; same-camera positives and junk excluded).', 'roc.png'))
-  plot_distance_histograms(setup.splits['query'], gallery, output.query_distances,
+  plot_distance_histograms(query, gallery, output.query_distances,
                            workdir / 'distances.png')
   sections.append(('Distance distributions', '', 'distances.png'))
-  plot_rank_lists(setup.splits['query'], gallery, output.query_distances,
+  plot_rank_lists(query, gallery, output.query_distances,
                   workdir / 'rank_lists.png', num_queries=config.eval.rank_list_queries)
   sections.append(('Rank lists', 'Each row: a query, then its top-10 gallery matches (green: same '
                    'identity, red: different; same-camera matches and junk removed as in the '

@@ -62,8 +62,13 @@ def test_recipes_carry_fastreid_settings():
   assert (veri.input.height, veri.input.width) == (256, 256)
   with pytest.raises(ValueError, match='unknown variant'):
     _module('sbs').get_config('cuhk03')
-  with pytest.raises(ValueError, match='unknown backbone'):
+  with pytest.raises(ValueError, match="unknown variant 'r18'"):
     _module('agw').get_config('market1501,r18')
+  # The same variant in the key=value syntax; a contradiction is an error.
+  assert _module('sbs').get_config('dataset=msmt17,backbone=r50_ibn').to_dict() == _module(
+      'sbs').get_config('msmt17,r50_ibn').to_dict()
+  with pytest.raises(ValueError, match='contradicts'):
+    _module('bagtricks').get_config('dataset=veri,market1501')
   with pytest.raises(ValueError, match='ResNeSt'):
     _module('mgn').get_config('market1501,s50')
   # The default BoT variant is unchanged: ResNet-18 width 32 at 96x48.

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jreid import objectives
-from jreid.config_defaults import base_config
+from jreid.config_defaults import method_config
 from jreid.losses import (cross_entropy, focal_loss, pairwise_circle_loss,
                           pairwise_cosface_loss, triplet_loss)
 from jreid.models import HEADS, POOLINGS, build_model, default_model_config
@@ -520,7 +520,7 @@ def test_pairwise_cosface_by_hand():
 
 
 def test_default_config_has_a_section_for_every_loss():
-  cfg = base_config()
+  cfg = method_config('supervised')
   names = {'cross_entropy', 'triplet', 'focal', 'circle', 'cosface'}
   assert names <= set(objectives.LOSSES.names()) and names <= set(cfg.loss.keys())
   assert tuple(cfg.loss.names) == ('cross_entropy', 'triplet')  # the BoT default is unchanged
@@ -534,7 +534,7 @@ def test_compute_losses_weights_every_term():
   features, labels = random_batch(17)
   logits = rng.normal(size=(len(labels), 60)).astype(np.float32)
   outputs = {'logits': logits, 'features': features}
-  cfg = base_config().loss
+  cfg = method_config('supervised').loss
   cfg.names = ('cross_entropy', 'triplet', 'focal', 'circle', 'cosface')
   cfg.cross_entropy.epsilon = -1.0
   for name, weight in zip(cfg.names, (1.0, 0.5, 2.0, 0.3, 0.7)):

@@ -7,7 +7,7 @@ import pytest
 
 from jreid import models
 from jreid import objectives
-from jreid.config_defaults import base_config
+from jreid.config_defaults import method_config
 from jreid.models import mgn
 from jreid.models import resnet
 
@@ -70,7 +70,7 @@ def test_shapes_and_losses():
   evaluated = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images)
   assert set(evaluated) == {'embedding'} and evaluated['embedding'].shape == (8, 128)
 
-  cfg = base_config().loss
+  cfg = method_config('supervised').loss
   cfg.triplet.margin = 0.0
   cfg.cross_entropy.weight = 1.0
   cfg.triplet.weight = 2.0

@@ -10,7 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import pplr as pplr_config
+import tiny
+from data_pipelines import samplers
+from jreid import clustering
+from jreid import parts
 from jreid import train
 from jreid.losses import pplr as L
 from jreid.methods import pplr as M
@@ -195,22 +198,13 @@ def test_camera_proxy_loss_matches_numpy():
 
 # ---------------------------------------------------------------- pseudo-labelling pieces
 
-class _Fake:
-  """The attributes `PPLRSetup.pseudo_labels` reads."""
-  pseudo_labels = M.PPLRSetup.pseudo_labels
-
-  def __init__(self, n):
-    self.num_train = n
-    self.pcfg = pplr_config.pplr_section()
-
-
 def test_pseudo_labels_are_dbscan_on_reference_jaccard():
   from sklearn.cluster import DBSCAN
   rng = np.random.default_rng(4)
   centres = rng.normal(size=(5, 16))
   feats = np.repeat(centres, 8, 0) + 0.3 * rng.normal(size=(40, 16))
   feats = np.concatenate([feats, rng.normal(size=(4, 16)) * 3]).astype(np.float32)
-  got = _Fake(len(feats)).pseudo_labels(feats)
+  got = clustering.jaccard_dbscan(feats, k1=30, k2=6, eps=0.5, min_samples=4)
   dist = reference_jaccard(feats, 30, 6, 'cosine')
   want = DBSCAN(eps=0.5, min_samples=4, metric='precomputed').fit_predict(dist)
   np.testing.assert_array_equal(got, want)
@@ -221,7 +215,7 @@ def test_classifier_reinit_from_centroids_is_exact():
   rng = np.random.default_rng(5)
   feats = rng.normal(size=(10, 4)).astype(np.float32)
   labels = np.array([0, 1, 0, -1, 2, 1, 2, 2, -1, 0])
-  cent = M.cluster_centroids(feats, labels, 3)
+  cent = clustering.cluster_centroids(feats, labels, 3)
   for c in range(3):
     mean = feats[labels == c].astype(np.float64).mean(0)
     np.testing.assert_allclose(cent[c], mean / np.linalg.norm(mean), rtol=1e-6)
@@ -252,7 +246,7 @@ def test_camera_proxies():
 def test_sampler_prefers_other_cameras_and_skips_outliers():
   labels = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, -1, -1, 2, 2, 2, 2])
   cams = np.array([0, 1, 1, 2, 0, 0, 0, 0, 0, 3, 3, 0, 1, 2, 3])
-  s = M.CameraAwareSampler(labels, cams, batch_size=8, num_instances=4, seed=0, epoch=1,
+  s = samplers.CameraAwareSampler(labels, cams, batch_size=8, num_instances=4, seed=0, epoch=1,
                            steps_per_epoch=5)
   batches = s.steps(5, 10)
   assert batches.shape == (5, 8) and s.num_samples == 15
@@ -261,7 +255,7 @@ def test_sampler_prefers_other_cameras_and_skips_outliers():
     assert len(set(labels[group])) == 1
     if labels[group[0]] != 1:  # clusters seen by several cameras: others from other cameras
       assert np.all(cams[group[1:]] != cams[group[0]])
-  again = M.CameraAwareSampler(labels, cams, 8, 4, 0, 1, 5).steps(7, 9)
+  again = samplers.CameraAwareSampler(labels, cams, 8, 4, 0, 1, 5).steps(7, 9)
   np.testing.assert_array_equal(again, batches[2:4])
   with pytest.raises(ValueError, match='not in epoch'):
     s.steps(0, 2)
@@ -306,20 +300,9 @@ def test_grouped_batch_norm_is_per_group():
 # ---------------------------------------------------------------- end to end
 
 def tiny_config(tmp_path, variant=None):
-  config = pplr_config.get_config(variant)
-  config.dataset.cache_dir = str(tmp_path / 'cache')
-  config.dataset.synth.num_train_ids = 16
-  config.dataset.synth.num_test_ids = 12
-  config.dataset.synth.num_distractors = 10
-  config.dataset.synth.num_junk = 5
-  config.model.backbone.width = 8
+  config = tiny.config('pplr', tmp_path, variant, epochs=1, steps=2)
   config.input.height, config.input.width = 48, 16
-  config.batch_size = 16
-  config.train.epochs = 1
-  config.train.steps_per_epoch = 2
   config.train.log_every_steps = 1
-  config.eval.batch_size = 32
-  config.eval.rank_list_queries = 2
   config.eval.untrained = False
   config.eval.histogram_baseline = False
   config.pplr.k1 = 10
@@ -332,7 +315,7 @@ def test_end_to_end_cam_variant(tmp_path):
   config = tiny_config(tmp_path, 'cam')
   results = train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert 0.0 <= results['mAP'] <= 1.0 and results['steps'] == 2
-  rows = M.read_epoch_rows(tmp_path / 'run')
+  rows = clustering.EpochLog(tmp_path / 'run', 'pplr_epochs').rows()
   assert [r['epoch'] for r in rows] == [1]
   assert rows[0]['clusters'] >= 1 and len(rows[0]['agreement']) == 3
   np.testing.assert_allclose(rows[0]['mAP'], results['mAP'], rtol=1e-6)
@@ -344,29 +327,31 @@ def test_training_never_reads_identity_labels(tmp_path):
   """begin_epoch + train steps give the same state when the train split's labels and pids are
   replaced by garbage: only images and cameras feed training."""
   config = tiny_config(tmp_path)
-  setup = M.PPLRSetup(config, tmp_path / 'wd')
-  initial = jax.device_get(setup.state)
 
-  def run():
-    state = jax.device_put(initial, train.parallel.replicated_sharding(setup.mesh))
-    state = setup.begin_epoch(state, 0)
-    for batch in setup.train_batches(state, 0, 2):
-      state, _ = setup.train_step(state, batch)
-    return jax.device_get(state)
+  def run_once(workdir, train_split=None):
+    run = train.build_run(config, workdir)
+    if train_split is not None:
+      data = dataclasses.replace(run.data, splits={**run.data.splits, 'train': train_split})
+      run = dataclasses.replace(run, data=data, method=M.build(config, data, run.mesh, workdir))
+    state = run.method.begin_epoch(run.method.state, 0)
+    for batch in run.method.batches(state, 0, 2):
+      state, _ = run.train_step(state, batch)
+    run.checkpointer.close()
+    return run, jax.device_get(state)
 
-  a = run()
-  # The model: BNNeck without bias, classifiers at the capacity, unit-norm test features.
+  run, a = run_once(tmp_path / 'a')
+  # The model: BNNeck without bias, classifiers at the capacity.
   assert 'bias' not in a.params['bnneck'] and 'bias' not in a.params['bnneck_2']
-  assert a.params['classifier_2']['kernel'].shape[1] == setup.capacity
-  feats_g, feats_p = setup.extract_train_features(setup.state)
-  np.testing.assert_allclose(np.linalg.norm(feats_g, axis=1), 1.0, rtol=1e-5)
-  np.testing.assert_allclose(np.linalg.norm(feats_p, axis=2), 1.0, rtol=1e-5)
-  n = len(setup.train_split)
+  capacity = M.capacity(config, len(run.data.train))
+  assert a.params['classifier_2']['kernel'].shape[1] == capacity
+  # Unit-norm test features.
+  feats = parts.embedder(run.method.inference, run.mesh)(
+      a.params, a.batch_stats, run.data.splits['query'], config.input, config.eval.batch_size)
+  np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, rtol=1e-5)
+  n = len(run.data.train)
   garbage = np.random.default_rng(7).integers(1000, 2000, n).astype(np.int32)
-  setup.train_split = dataclasses.replace(setup.train_split, labels=garbage, pids=garbage)
-  setup._sampler_key = None  # pylint: disable=protected-access
-  b = run()
-  np.testing.assert_array_equal(a.extra['labels'], b.extra['labels'])
+  _, b = run_once(tmp_path / 'b', dataclasses.replace(run.data.train, labels=garbage,
+                                                        pids=garbage))
+  np.testing.assert_array_equal(a.extra.labels, b.extra.labels)
   jax.tree.map(np.testing.assert_array_equal, a.params, b.params)
-  assert int(a.extra['num_clusters']) >= 1
-  setup.checkpointer.close()
+  assert int(a.extra.num_clusters) >= 1

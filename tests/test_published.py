@@ -97,7 +97,7 @@ def test_every_fastreid_recipe_variant_is_put_beside_its_model_zoo_row(name):
         continue
       config = _config(name, f'{dataset},{backbone}')
       assert config.eval.published == f'{name},{backbone}'
-      rows = train._published_rows(config)  # pylint: disable=protected-access
+      rows = train.published_rows(config)
       zoo = published.FASTREID_MODEL_ZOO.get((name, backbone, dataset))
       zoo_rows = {k: v for k, v in rows.items() if 'model zoo' in k}
       if zoo is None:
@@ -112,7 +112,7 @@ def test_every_fastreid_recipe_variant_is_put_beside_its_model_zoo_row(name):
           None if table1 is None else _as_fractions(table1))
   # The embedded synthetic default is compared with nothing.
   assert _config(name, None).eval.published == ''
-  assert train._published_rows(_config(name, None)) == {}  # pylint: disable=protected-access
+  assert train.published_rows(_config(name, None)) == {}
 
 
 def test_pplr_cross_modality_and_qaconv_variants_get_their_papers_rows():
@@ -135,25 +135,25 @@ def test_pplr_cross_modality_and_qaconv_variants_get_their_papers_rows():
                                 published.CROSS_MODALITY[('agw', 'r50', 'regdb')]}),
   ]
   for (name, variant), want in cases:
-    rows = train._published_rows(_config(name, variant))  # pylint: disable=protected-access
+    rows = train.published_rows(_config(name, variant))
     assert rows == {k: _as_fractions(v) for k, v in want.items()}, (name, variant)
-    assert train._published_rows(_config(name, None)) == {}  # pylint: disable=protected-access
+    assert train.published_rows(_config(name, None)) == {}
   # QAConv: one row per configured test set the README reports for that training set.
   config = _config('qaconv', 'msmt17_all')
   config.eval.testsets = ('market1501:/data/Market-1501', 'cuhk03_np_detected:/data/cuhk03',
                           'dukemtmc:/data/duke')
-  rows = train._published_rows(config)  # pylint: disable=protected-access
+  rows = train.published_rows(config)
   assert rows == {
       'published QAConv 2.1, test market1501': {'rank1': pytest.approx(0.824), 'mAP': 0.569},
       'published QAConv 2.1, test cuhk03_np_detected': {'rank1': 0.276, 'mAP': 0.28}}
-  assert train._published_rows(_config('qaconv', None)) == {}  # pylint: disable=protected-access
+  assert train.published_rows(_config('qaconv', None)) == {}
 
 
 def test_unknown_published_method_is_a_clear_error_and_rows_follow_the_baselines():
   with pytest.raises(ValueError, match=r"config.eval.published='bot,r50'.*unknown method 'bot'"):
     published.published_rows('bot,r50', 'market1501')
   reference = published.published_rows('sbs,r101_ibn', 'market1501')
-  rows = train._table_rows({'rank1': 0.5, 'mAP': 0.4, 'rerank/mAP': 0.45},  # pylint: disable=protected-access
+  rows = train.table_rows({'rank1': 0.5, 'mAP': 0.4, 'rerank/mAP': 0.45},
                            {'untrained': {'mAP': 0.1}}, reference)
   assert list(rows) == ['trained', 'trained + rerank', 'untrained',
                         'published FastReID model zoo SBS(R101-ibn)',

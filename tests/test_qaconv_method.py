@@ -1,11 +1,9 @@
 """QAConv-GS through the shared train loop: end to end, resume, the adaptive schedule."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from configs import qaconv as qaconv_config
-from jreid import parallel
 from jreid import train
 from jreid.methods import qaconv as qaconv_method
 
@@ -31,9 +29,9 @@ def tiny_config(tmp_path, epochs=2, frozen_bn=True):
 
 
 def _restore(config, workdir):
-  setup = train.build_setup(config, workdir)
-  state = setup.checkpointer.restore(setup.state)
-  setup.checkpointer.close()
+  run = train.build_run(config, workdir, write_config=False)
+  state = run.checkpointer.restore(run.method.state)
+  run.checkpointer.close()
   return jax.device_get(state)
 
 
@@ -54,54 +52,49 @@ def test_qaconv_end_to_end_resume_equals_straight_run(tmp_path):
   train.train_and_evaluate(config2, str(straight))
   a, b = _restore(config2, run), _restore(config2, straight)
   assert int(a.step) == int(b.step) == 24
-  assert int(a.extra['gs_epoch']) == 1
-  np.testing.assert_array_equal(a.extra['gs_batches'], b.extra['gs_batches'])
-  np.testing.assert_array_equal(a.extra['gs_positions'], b.extra['gs_positions'])
+  assert int(a.extra.gs_epoch) == 1
+  np.testing.assert_array_equal(a.extra.gs_batches, b.extra.gs_batches)
+  np.testing.assert_array_equal(a.extra.gs_positions, b.extra.gs_positions)
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6),
                a.params, b.params)
   # The backbone's BatchNorm statistics never move (the reference trains in eval mode).
   c = _restore(config2, run)
-  fresh = train.build_setup(config2, tmp_path / 'fresh').state
+  fresh = train.build_run(config2, tmp_path / 'fresh').method.state
   jax.tree.map(np.testing.assert_array_equal, c.batch_stats['net'],
                jax.device_get(fresh.batch_stats['net']))
 
 
-class _FakeSetup(qaconv_method.QAConvSetup):
-  """Only what end_epoch needs: the config and the mesh."""
+def test_adaptive_schedule():
+  def after(finished, loss, base_loss=np.nan, lr_scale=1.0, end_epoch=0):
+    return qaconv_method.adaptive_schedule(finished, loss, base_loss, lr_scale, end_epoch,
+                                           decay_ratio=0.7, decay_factor=0.1, max_epochs=60)
 
-  def __init__(self, config):  # pylint: disable=super-init-not-called
-    self.config = config
-    self.mesh = parallel.create_mesh()
-
-
-def _state(loss_sum, count, base_loss=np.nan, lr_scale=1.0, end_epoch=0):
-  extra = {'loss_sum': jnp.float32(loss_sum), 'loss_count': jnp.int32(count),
-           'base_loss': jnp.float32(base_loss), 'lr_scale': jnp.float32(lr_scale),
-           'end_epoch': jnp.int32(end_epoch)}
-  return train.TrainState(step=jnp.int32(0), params={}, batch_stats={}, opt_state={}, extra=extra)
-
-
-def test_adaptive_schedule(tmp_path):
-  config = tiny_config(tmp_path, epochs=60)
-  setup = _FakeSetup(config)
-  # Epoch 1 (index 0): nothing is decided.
-  s = setup.end_epoch(_state(40.0, 4), 0)
-  assert np.isnan(float(s.extra['base_loss'])) and setup.num_epochs(s) == 60
-  # Epoch 2 sets the base loss (mean 8.0).
-  s = setup.end_epoch(_state(32.0, 4), 1)
-  assert float(s.extra['base_loss']) == 8.0 and float(s.extra['lr_scale']) == 1.0
+  # Epoch 1: nothing is decided.
+  base, scale, end = after(1, 10.0)
+  assert np.isnan(base) and (scale, end) == (1.0, 0)
+  # Epoch 2 sets the base loss.
+  assert after(2, 8.0) == (8.0, 1.0, 0)
   # Epoch 5: 5.7 >= 0.7 x 8 = 5.6: no decay yet.
-  s = setup.end_epoch(_state(5.7, 1, base_loss=8.0), 4)
-  assert float(s.extra['lr_scale']) == 1.0 and setup.num_epochs(s) == 60
+  assert after(5, 5.7, base_loss=8.0) == (8.0, 1.0, 0)
   # Epoch 9: 5.5 < 5.6: lr x0.1, the run ends after epoch 9 + 9 // 2 = 13.
-  s = setup.end_epoch(_state(5.5, 1, base_loss=8.0), 8)
-  assert np.isclose(float(s.extra['lr_scale']), 0.1) and setup.num_epochs(s) == 13
+  base, scale, end = after(9, 5.5, base_loss=8.0)
+  assert np.isclose(scale, 0.1) and end == 13
   # Decided once: a later, lower loss changes nothing.
-  s = setup.end_epoch(_state(1.0, 1, base_loss=8.0, lr_scale=0.1, end_epoch=13), 10)
-  assert setup.num_epochs(s) == 13
+  assert after(11, 1.0, base_loss=8.0, lr_scale=0.1, end_epoch=13)[1:] == (0.1, 13)
   # Never beyond config.train.epochs (min(60, e + e // 2)).
-  s = setup.end_epoch(_state(5.0, 1, base_loss=8.0), 44)
-  assert setup.num_epochs(s) == 60
+  assert after(45, 5.0, base_loss=8.0)[2] == 60
+
+
+def test_the_adaptive_schedule_ends_the_run_and_scales_the_step(tmp_path):
+  """num_epochs follows the decided end epoch, and the decay scales the logged learning rate."""
+  config = tiny_config(tmp_path, epochs=60)
+  run = train.build_run(config, tmp_path / 'a')
+  state = run.method.state
+  assert run.num_epochs(state) == 60
+  decided = state.replace(extra=state.extra.replace(end_epoch=np.int32(13),
+                                                    lr_scale=np.float32(0.1)))
+  assert run.num_epochs(decided) == 13 and run.total_steps(decided) == 13 * 12
+  run.checkpointer.close()
 
 
 def _torch_names(tree, prefix=''):
@@ -127,20 +120,21 @@ def _torch_names(tree, prefix=''):
 def test_pretrained_trunk_weights_reach_the_train_state(tmp_path):
   """config.model.pretrained: a ResNet file (with a layer4 the trunk has not) initialises it."""
   config = tiny_config(tmp_path, epochs=1)
-  setup = train.build_setup(config, tmp_path / 'a')
-  net = jax.device_get({'params': setup.state.params['net']['backbone'],
-                        'batch_stats': setup.state.batch_stats['net']['backbone']})
+  run = train.build_run(config, tmp_path / 'a')
+  state = run.method.state
+  net = jax.device_get({'params': state.params['net']['backbone'],
+                        'batch_stats': state.batch_stats['net']['backbone']})
   rng = np.random.default_rng(0)
   changed = jax.tree.map(lambda x: (x + rng.normal(0, 0.1, x.shape)).astype(x.dtype), net)
   state_dict = {**_torch_names(changed['params']), **_torch_names(changed['batch_stats'])}
   state_dict['layer4.0.conv1.weight'] = np.zeros((8, 8, 3, 3), np.float32)  # Not in the trunk.
   np.savez(tmp_path / 'r18.npz', **state_dict)
-  setup.checkpointer.close()
+  run.checkpointer.close()
 
   config.model.pretrained = str(tmp_path / 'r18.npz')
-  loaded = train.build_setup(config, tmp_path / 'b')
+  loaded = train.build_run(config, tmp_path / 'b')
   jax.tree.map(np.testing.assert_array_equal, changed['params'],
-               jax.device_get(loaded.state.params['net']['backbone']))
+               jax.device_get(loaded.method.state.params['net']['backbone']))
   jax.tree.map(np.testing.assert_array_equal, changed['batch_stats'],
-               jax.device_get(loaded.state.batch_stats['net']['backbone']))
+               jax.device_get(loaded.method.state.batch_stats['net']['backbone']))
   loaded.checkpointer.close()

@@ -10,15 +10,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import bagtricks
+import tiny
 from jreid import checkpoint
 from jreid import config_checks
 from jreid import models
 from jreid import objectives
 from jreid import optim
 from jreid import parallel
+from jreid import parts
+from jreid import step as step_lib
 from jreid import train
-from jreid.config_defaults import base_config
+from jreid.config_defaults import method_config
+from jreid.method import Inference, Method
+from jreid.methods import supervised
 from jreid.models import baseline
 from jreid.models import resnet
 
@@ -26,7 +30,7 @@ H, W = 32, 16
 
 
 def _config(**swa):
-  config = base_config()
+  config = method_config('supervised')
   config.input.height, config.input.width = H, W
   config.batch_size = 16
   config.optim.warmup_epochs = 1
@@ -52,16 +56,23 @@ def _batches(num, seed=0):
            'label': np.repeat(rng.permutation(4).astype(np.int32), 4)} for _ in range(num)]
 
 
-def _setup_step(config, steps_per_epoch, total_steps, mesh):
-  model = small_model(config)
-  sched = optim.learning_rate_schedule(config.optim, steps_per_epoch, total_steps)
-  sched = optim.swa_learning_rate_schedule(config.optim, sched, steps_per_epoch, total_steps)
+def small_method(config, mesh, steps_per_epoch, batches=None, num_classes=4):
+  """The supervised method's parts on `small_model`."""
+  model = small_model(config, num_classes)
   images = jnp.zeros((1, H, W, 3), jnp.uint8)
-  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), images, train=False))['params']
-  tx = optim.build_optimizer(config.optim, sched, abstract)
-  state = train.create_train_state(model, tx, config, mesh)
-  step = train.make_train_step(model, tx, sched, config, mesh, steps_per_epoch=steps_per_epoch)
-  return model, state, step
+  inf = Inference(model=model, init=lambda rng: model.init(rng, images, train=False),
+                  embed=lambda v, x: model.apply(v, x, train=False)['embedding'])
+  tx, schedule = parts.optimizer(config, steps_per_epoch, parts.abstract_params(inf))
+  return Method(name='supervised', inference=inf, state=parts.initial_state(inf, tx, config, mesh),
+                tx=tx, schedule=schedule, forward=supervised.forward_fn(model),
+                objective=supervised.objective_fn(config), steps_per_epoch=steps_per_epoch,
+                batches=batches, evaluate=None, fingerprint=parts.fingerprint(config, num_classes),
+                describe='')
+
+
+def _setup_step(config, steps_per_epoch, mesh):
+  method = small_method(config, mesh, steps_per_epoch)
+  return method.inference.model, method.state, step_lib.make_train_step(method, config, mesh)
 
 
 # Learning rate of the SWA phase.
@@ -103,48 +114,25 @@ def test_swa_config_errors_name_the_key(swa, match):
     optim.swa_learning_rate_schedule(config.optim, lambda s: 0.1, 5, 30)
 
 
-def test_swa_is_refused_by_methods_with_their_own_step(tmp_path):
-  class OwnStep(train.Setup):
-
-    def make_train_step(self):
-      raise AssertionError('not reached')
-
-  setup = OwnStep.__new__(OwnStep)
-  setup.config = _config(start_epoch=1)
-  setup.config.method = 'pplr'
-  with pytest.raises(ValueError, match="not supported by method 'pplr'.*make_train_step"):
-    setup._check_swa_support()  # pylint: disable=protected-access
-
-
 def test_swa_checkpoints_do_not_restore_into_runs_without_swa(tmp_path):
   """The fingerprint names SWA only when on: earlier checkpoints still match runs without it."""
   with_swa, without = _config(start_epoch=1), _config()
-  assert train.model_fingerprint(with_swa, 4) == {**train.model_fingerprint(without, 4),
-                                                  'swa': True}
+  assert parts.fingerprint(with_swa, 4) == {**parts.fingerprint(without, 4), 'swa': True}
   with pytest.raises(checkpoint.CheckpointMismatchError, match='swa: checkpoint has True'):
-    checkpoint.check_fingerprint(train.model_fingerprint(with_swa, 4),
-                                 train.model_fingerprint(without, 4), tmp_path)
+    checkpoint.check_fingerprint(parts.fingerprint(with_swa, 4), parts.fingerprint(without, 4),
+                                 tmp_path)
 
 
 # The SWA phase of a run: running average, swap, BatchNorm recomputation, exact resume.
 
 
 def tiny_config(tmp_path):
-  config = bagtricks.get_config()
-  config.dataset.cache_dir = str(tmp_path / 'cache')
-  config.dataset.synth.num_train_ids = 16
-  config.dataset.synth.num_test_ids = 4
-  config.dataset.synth.num_distractors = 2
-  config.dataset.synth.num_junk = 1
+  config = tiny.config('bagtricks', tmp_path)
   config.input.height, config.input.width = H, W
-  config.batch_size = 16
   config.train.epochs = 2
   config.train.steps_per_epoch = 4
   config.train.log_every_steps = 1
   config.train.checkpoint_every_steps = 100
-  config.train.eval_every_epochs = 0
-  config.optim.warmup_epochs = 1
-  config.optim.milestones = (1,)
   config.optim.swa.enabled = True
   config.optim.swa.start_epoch = 1  # Step 4: averages after steps 6 and 8.
   config.optim.swa.freq = 2
@@ -175,28 +163,30 @@ def _bn_reference(model, params, batch_stats, batches):
           for bn, fs in feats.items()}
 
 
-class SmallSetup(train.Setup):
-  """The supervised setup with `small_model` and in-memory random batches (a function of the
-  step, like the real pipeline's, without tf.data's start-up time)."""
-
-  def build_model(self):
-    return small_model(self.config, self.num_classes)
-
-  def train_batches(self, state, start_step, stop_step):
-    del state
-    for step in range(start_step, stop_step):
-      rng = np.random.default_rng(step)
-      yield {'image': rng.integers(0, 256, (16, H, W, 3), dtype=np.uint8),
-             'label': np.repeat(rng.choice(self.num_classes, 4, replace=False), 4).astype(np.int32)}
+def _random_batches(start_step, stop_step, num_classes=4):
+  """In-memory random batches, a function of the step like the real pipeline's (without
+  tf.data's start-up time)."""
+  for step in range(start_step, stop_step):
+    rng = np.random.default_rng(step)
+    yield {'image': rng.integers(0, 256, (16, H, W, 3), dtype=np.uint8),
+           'label': np.repeat(rng.choice(num_classes, 4, replace=False), 4).astype(np.int32)}
 
 
 def test_swa_phase_average_bn_update_and_exact_resume(tmp_path):
   config = tiny_config(tmp_path)
-  setup = SmallSetup(config, tmp_path / 'a')
-  initial = jax.device_get(setup.state)
-  fresh = lambda: jax.device_put(initial, parallel.replicated_sharding(setup.mesh))
+  mesh = parallel.create_mesh()
+  method = small_method(config, mesh, 4, batches=lambda state, a, b: _random_batches(a, b))
+  initial = jax.device_get(method.state)
+  fresh = lambda: jax.device_put(initial, parallel.replicated_sharding(mesh))
+
+  def make_run(workdir):
+    workdir.mkdir()
+    return train.Run(config, workdir, mesh, None, method,
+                     checkpoint.Checkpointer(workdir / 'checkpoints', method.fingerprint))
+
+  run = make_run(tmp_path / 'a')
   snapshots, preempt_at = {}, [None]
-  step_fn = setup.train_step
+  step_fn = run.train_step
 
   def recording_step(state, batch):
     state, metrics = step_fn(state, batch)
@@ -206,20 +196,22 @@ def test_swa_phase_average_bn_update_and_exact_resume(tmp_path):
       os.kill(os.getpid(), signal.SIGTERM)  # A preempted job: checkpoint and stop.
     return state, metrics
 
-  setup.train_step = recording_step
-  a = jax.device_get(train.train(setup, fresh(), 0))
-  assert int(a.step) == 8 and int(a.extra['swa']['count']) == 2
+  run.train_step = recording_step
+  a = jax.device_get(train.train(run, fresh(), 0))
+  swa = optim.swa_state(a.opt_state)
+  assert int(a.step) == 8 and int(swa.num_averaged) == 2
   # The running average is the mean of the params after steps 6 and 8 ...
   expected = jax.tree.map(lambda x, y: (x.astype(np.float64) + y) / 2, snapshots[6], snapshots[8])
   jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-7),
-               a.extra['swa']['params'], expected)
+               swa.average, expected)
   # ... and replaced the params after the last step (FastReID's swap_swa_param).
-  jax.tree.map(np.testing.assert_array_equal, a.params, a.extra['swa']['params'])
+  jax.tree.map(np.testing.assert_array_equal, a.params, swa.average)
   assert not np.allclose(a.params['backbone']['conv1']['kernel'],
                          snapshots[8]['backbone']['conv1']['kernel'])
   # BatchNorm statistics recomputed for the averaged weights on the run's last 2 batches.
-  batches = list(setup.train_batches(a, 6, 8))
-  for bn, (mean, var) in _bn_reference(setup.model, a.params, a.batch_stats, batches).items():
+  batches = list(_random_batches(6, 8))
+  for bn, (mean, var) in _bn_reference(method.inference.model, a.params, a.batch_stats,
+                                       batches).items():
     got = a.batch_stats
     for key in bn:
       got = got[key]
@@ -228,21 +220,28 @@ def test_swa_phase_average_bn_update_and_exact_resume(tmp_path):
 
   # The same run in a second workdir, preempted after step 7 (mid-cycle, one snapshot averaged),
   # then resumed from its checkpoint: the final state equals the uninterrupted run's.
-  first = setup.checkpointer
-  setup.workdir = tmp_path / 'b'
-  setup.workdir.mkdir()
-  setup.checkpointer = checkpoint.Checkpointer(setup.workdir / 'checkpoints', setup.fingerprint())
+  first = run.checkpointer
+  run_b = make_run(tmp_path / 'b')
+  step_b = run_b.train_step
+
+  def preempting_step(state, batch):
+    state, metrics = step_b(state, batch)
+    if int(state.step) == preempt_at[0]:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return state, metrics
+
+  run_b.train_step = preempting_step
   preempt_at[0] = 7
   with pytest.raises(train.Preempted, match='step 7/8'):
-    train.train(setup, fresh(), 0)
+    train.train(run_b, fresh(), 0)
   preempt_at[0] = None
-  restored = setup.checkpointer.restore(fresh())
-  assert int(restored.step) == 7 and int(restored.extra['swa']['count']) == 1
-  b = jax.device_get(train.train(setup, restored, 7))
-  for x, y in ((a.params, b.params), (a.batch_stats, b.batch_stats), (a.extra, b.extra)):
+  restored = run_b.checkpointer.restore(fresh())
+  assert int(restored.step) == 7 and int(optim.swa_state(restored.opt_state).num_averaged) == 1
+  b = jax.device_get(train.train(run_b, restored, 7))
+  for x, y in ((a.params, b.params), (a.batch_stats, b.batch_stats), (a.opt_state, b.opt_state)):
     jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-6, atol=1e-7), x, y)
   first.close()
-  setup.checkpointer.close()
+  run_b.checkpointer.close()
 
 
 # bfloat16 compute (config.model.dtype).
@@ -254,7 +253,7 @@ def test_bf16_step_is_close_to_float32_with_float32_params_and_statistics():
   batch = parallel.shard_batch(host, mesh)
   config = _config()
   config.model.dtype = 'bfloat16'
-  _, state, step = _setup_step(config, 10, 100, mesh)
+  _, state, step = _setup_step(config, 10, mesh)
   initial = jax.device_get(state.params)
   assert 'bf16' in step.lower(state, batch).as_text()  # Compiled with bfloat16 operations.
   state, metrics = jax.device_get(step(state, batch))

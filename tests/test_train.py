@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,41 +13,24 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import bagtricks
+import tiny
 from jreid import metric_writers
-from jreid import models
-from jreid import optim
 from jreid import parallel
+from jreid import parts
+from jreid import step as step_lib
 from jreid import train
+from jreid.method import Method
+from jreid.methods import supervised
 
 
 def tiny_config(tmp_path, epochs=2):
-  config = bagtricks.get_config()
-  config.dataset.cache_dir = str(tmp_path / 'cache')
-  config.dataset.synth.num_train_ids = 16
-  config.dataset.synth.num_test_ids = 12
-  config.dataset.synth.num_distractors = 10
-  config.dataset.synth.num_junk = 5
-  config.model.backbone.name = 'resnet18'
-  config.model.backbone.width = 8
-  config.input.height, config.input.width = 32, 16
-  config.batch_size = 16
-  config.sampler.num_instances = 4
-  config.train.epochs = epochs
-  config.train.steps_per_epoch = 3
-  config.train.log_every_steps = 2
-  config.train.checkpoint_every_steps = 2
-  config.optim.warmup_epochs = 1
-  config.optim.milestones = (1,)
-  config.eval.batch_size = 32
-  config.eval.rank_list_queries = 2
-  return config
+  return tiny.config('bagtricks', tmp_path, epochs=epochs)
 
 
 def _final_params(workdir, config):
-  setup = train.Setup(config, workdir)
-  state = setup.checkpointer.restore(setup.state)
-  setup.checkpointer.close()
+  run = train.build_run(config, workdir, write_config=False)
+  state = run.checkpointer.restore(run.method.state)
+  run.checkpointer.close()
   return int(state.step), jax.device_get(state.params)
 
 
@@ -86,11 +70,14 @@ def test_train_and_evaluate_end_to_end_and_resume(tmp_path):
   assert [r['step'] for r in rows_b] == [2, 3, 4, 6]
   np.testing.assert_allclose(rows_a[-1]['loss'], rows_b[-1]['loss'], rtol=1e-5)
 
-  # --mode=eval on the latest checkpoint gives the metrics of the finished run.
+  # --mode=eval on the latest checkpoint gives the metrics of the finished run, in eval-6/; the
+  # training run's own report, metrics and config are not touched.
+  kept = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
   evaluated = train.evaluate_checkpoint(config2, str(run))
   final = json.loads((run / 'metrics.json').read_text())
   assert evaluated['step'] == 6
   np.testing.assert_allclose(evaluated['mAP'], final['mAP'], rtol=1e-6)
+  assert json.loads((run / 'eval-6' / 'metrics.json').read_text())['mAP'] == evaluated['mAP']
 
   # Evaluation options: flip test, AQE + re-ranking row, ROC, and a second (domain-B) test set.
   config3 = tiny_config(tmp_path, epochs=2)
@@ -103,9 +90,17 @@ def test_train_and_evaluate_end_to_end_and_resume(tmp_path):
   for key in ('aqe + rerank/mAP', '@synthreid_b/mAP', '@synthreid_b + aqe + rerank/mAP',
               'TPR@FPR=1e-02'):
     assert 0.0 <= more[key] <= 1.0, key
-  text = (run / 'report.md').read_text()
+  text = (run / 'eval-6' / 'report.md').read_text()
   for row in ('trained + aqe + rerank', 'trained, test synthreid_b', 'roc.png', 'distances.png'):
     assert row in text, row
+  assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == kept
+
+  # A changed recipe on the finished run is refused, naming the change; nothing is written.
+  config4 = tiny_config(tmp_path, epochs=2)
+  config4.optim.lr = 0.5
+  with pytest.raises(train.ConfigChangedError, match=r"optim.lr: 0.001 -> 0.5.*new --workdir"):
+    train.train_and_evaluate(config4, str(run))
+  assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == kept
 
 
 def test_checkpoint_from_another_architecture_is_refused(tmp_path):
@@ -119,17 +114,21 @@ def test_checkpoint_from_another_architecture_is_refused(tmp_path):
     train.evaluate_checkpoint(config, str(run))
 
 
+def step_method(config, num_classes, mesh, steps_per_epoch=10):
+  """The supervised method's step parts for `config`, without data (batches come in memory)."""
+  inf = supervised.inference(config, num_classes)
+  tx, schedule = parts.optimizer(config, steps_per_epoch, parts.abstract_params(inf))
+  return Method(name='supervised', inference=inf, state=parts.initial_state(inf, tx, config, mesh),
+                tx=tx, schedule=schedule, forward=supervised.forward_fn(inf.model),
+                objective=supervised.objective_fn(config), steps_per_epoch=steps_per_epoch,
+                batches=None, evaluate=None, fingerprint={}, describe='')
+
+
 def _step_on(devices, config, num_classes, batch):
   mesh = parallel.create_mesh(devices)
-  model = models.build_model(config.model, num_classes)
-  sched = optim.learning_rate_schedule(config.optim, 10, 100)
-  shape = (1, config.input.height, config.input.width, 3)
-  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(shape, jnp.uint8),
-                                               train=False))['params']
-  tx = optim.build_optimizer(config.optim, sched, abstract)
-  state = train.create_train_state(model, tx, config, mesh)
-  step = train.make_train_step(model, tx, sched, config, mesh)
-  losses = []
+  method = step_method(config, num_classes, mesh)
+  step = step_lib.make_train_step(method, config, mesh)
+  state, losses = method.state, []
   for _ in range(2):
     state, metrics = step(state, parallel.shard_batch(batch, mesh))
     losses.append(float(metrics['loss']))
@@ -172,15 +171,14 @@ def test_nan_loss_stops_the_run_with_a_clear_message(tmp_path):
   assert not list((tmp_path / 'run' / 'checkpoints').glob('[0-9]*'))
 
 
-def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
+@pytest.mark.parametrize('signum,code,name', [(signal.SIGTERM, 0, 'SIGTERM'),
+                                               (signal.SIGINT, 130, r'Ctrl-C \(SIGINT\)')])
+def test_stop_signal_writes_a_checkpoint_and_exits_cleanly(tmp_path, signum, code, name):
+  """A preempted job (SIGTERM) or Ctrl-C: a checkpoint, one line saying how to resume, no
+  traceback; exit 0 (preemption) or 130 (Ctrl-C)."""
   run = tmp_path / 'run'
-  overrides = {
-      'dataset.cache_dir': tmp_path / 'cache', 'dataset.synth.num_train_ids': 16,
-      'dataset.synth.num_test_ids': 12, 'dataset.synth.num_distractors': 10,
-      'dataset.synth.num_junk': 5, 'model.backbone.width': 8, 'input.height': 32,
-      'input.width': 16, 'batch_size': 16, 'train.epochs': 200, 'train.steps_per_epoch': 3,
-      'train.log_every_steps': 1, 'eval.untrained': False, 'eval.histogram_baseline': False,
-  }
+  overrides = {**tiny.OVERRIDES, 'dataset.cache_dir': tmp_path / 'cache', 'train.epochs': 200,
+               'train.checkpoint_every_steps': 500}
   cmd = [sys.executable, '-m', 'jreid.main', '--config=configs/bagtricks.py', f'--workdir={run}']
   cmd += [f'--config.{k}={v}' for k, v in overrides.items()]
   proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -190,9 +188,13 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
     assert proc.poll() is None, proc.communicate()
     assert time.time() < deadline
     time.sleep(0.2)
-  proc.send_signal(signal.SIGTERM)
+  started = time.time()
+  proc.send_signal(signum)
   _, err = proc.communicate(timeout=120)
-  assert proc.returncode == 0, err
-  assert 'SIGTERM received: checkpoint written at step' in err
+  assert proc.returncode == code, err
+  assert re.fullmatch(rf'jreid: {name} received: checkpoint written at step \d+/600 in \S+; run '
+                      'the same command to resume.', err.strip().splitlines()[-1]), err
+  assert 'Traceback' not in err
+  assert time.time() - started < 30  # One step, one checkpoint: not the rest of the epoch.
   steps = [int(p.name) for p in (run / 'checkpoints').glob('[0-9]*')]
   assert steps and 0 < max(steps) < 600

@@ -2,7 +2,7 @@
 
 AGW's cross-modality baseline (Ye et al., "Deep Learning for Person Re-identification: A Survey
 and Outlook") and the cross-modality graph-reasoning model ("Efficient Cross-modality Graph
-Reasoning for RGB-Infrared Person Re-identification", IEEE SPL 2021) in the shared train loop:
+Reasoning for RGB-Infrared Person Re-identification", IEEE SPL 2021) as parts of the shared loop:
 
 * model: `two_stream` (`jreid.models.two_stream`): a modality-specific stem (+ layer1) per
   modality, shared ResNet stages with non-local blocks, optional graph reasoning, GeM, BNNeck;
@@ -21,6 +21,9 @@ Reasoning for RGB-Infrared Person Re-identification", IEEE SPL 2021) in the shar
   (prefixed with its name). Both protocols also report the reverse direction on the full test sets
   (`visible_to_infrared_*` for SYSU); the report shows the rank lists of both directions
   (`rank_lists.png`, `rank_lists_reverse.png`).
+
+Sections owned: `model` (two-stream), `loss`, `cross_modality` (its sampler's P, K_v, K_ir and the
+protocol).
 """
 
 from __future__ import annotations
@@ -35,23 +38,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
-from data_pipelines import cross_modality_sampler
-from data_pipelines import input_pipeline
-from data_pipelines import regdb
-from data_pipelines import sysu_mm01
-from data_pipelines.types import DatasetError, ReIDSplit
-from jreid import inference
+from jreid import evaluator
 from jreid import losses
 from jreid import models
 from jreid import objectives
-from jreid import parallel
-from jreid import report
-from jreid import train as train_lib
+from jreid import parts
 from jreid.evaluation import cross_modality as cm_eval
-
-TrainState = train_lib.TrainState
+from jreid.method import Data, Inference, Method, TrainState
 
 PROTOCOLS = ('sysu', 'regdb')
 # Datasets each protocol evaluates. The synthetic infrared variant has the SYSU-MM01 layout;
@@ -59,217 +53,147 @@ PROTOCOLS = ('sysu', 'regdb')
 # which has no synthetic counterpart.
 PROTOCOL_DATASETS = {'sysu': ('sysu_mm01', 'synthreid_ir'), 'regdb': ('regdb', 'synthreid_ir')}
 
-def cross_modality_config() -> ml_collections.ConfigDict:
-  """The `config.cross_modality` section (method settings outside the model)."""
+
+def default_config() -> ml_collections.ConfigDict:
+  """The sections this method owns (AGW's SYSU-MM01 recipe; `recipe_config` fills the rest)."""
+  from jreid.models.two_stream import default_two_stream_config  # pylint: disable=g-import-not-at-top
   c = ml_collections.ConfigDict()
-  c.protocol = 'sysu'  # 'sysu' (SYSU-MM01 layout) | 'regdb'.
-  c.num_ids = 8  # P identities per batch.
-  c.num_visible = 4  # K_v visible images per identity.
-  c.num_infrared = 4  # K_ir infrared images per identity.
-  c.num_trials = 10  # SYSU gallery draws (seeds 0..num_trials-1).
-  c.search_modes = ('all', 'indoor')  # SYSU: the first (mode, shots) pair is the headline.
-  c.shots = (1, 10)  # SYSU: single-shot and multi-shot (10 per identity and camera).
+  c.method = 'cross_modality'
+  c.model = models.default_model_config()
+  c.model.name = 'two_stream'
+  c.model.two_stream = default_two_stream_config()
+  c.loss = objectives.loss_config(('cross_entropy', 'wrt'), 'triplet',
+                                  cross_entropy={'epsilon': 0.0, 'variant': 'bot'})
+  m = c.cross_modality = ml_collections.ConfigDict()
+  m.protocol = 'sysu'  # 'sysu' (SYSU-MM01 layout) | 'regdb'.
+  m.num_ids = 8  # P identities per batch.
+  m.num_visible = 4  # K_v visible images per identity.
+  m.num_infrared = 4  # K_ir infrared images per identity.
+  m.num_trials = 10  # SYSU gallery draws (seeds 0..num_trials-1).
+  m.search_modes = ('all', 'indoor')  # SYSU: the first (mode, shots) pair is the headline.
+  m.shots = (1, 10)  # SYSU: single-shot and multi-shot (10 per identity and camera).
   return c
 
 
-def wrt_loss_config() -> ml_collections.ConfigDict:
-  """The `config.loss.wrt` section (the term has no option but its weight)."""
-  return ml_collections.ConfigDict({'weight': 1.0})
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """The protocol, its dataset and the model, checked before the data is loaded."""
+  cm = config.cross_modality
+  if cm.protocol not in PROTOCOLS:
+    raise ValueError(f'config.cross_modality.protocol must be one of {PROTOCOLS}, got '
+                     f'{cm.protocol!r}.')
+  if config.dataset.name not in PROTOCOL_DATASETS[cm.protocol]:
+    raise ValueError(
+        f'config.cross_modality.protocol={cm.protocol!r} evaluates the datasets '
+        f'{PROTOCOL_DATASETS[cm.protocol]}, but config.dataset.name is '
+        f'{config.dataset.name!r}; set the protocol that matches the dataset.')
+  if config.model.name != 'two_stream':
+    raise ValueError(f"config.method='cross_modality' needs config.model.name='two_stream', "
+                     f'got {config.model.name!r}.')
+  if cm.protocol == 'sysu':
+    bad = [m for m in cm.search_modes if m not in ('all', 'indoor')]
+    if bad or not cm.search_modes or not cm.shots or min(cm.shots) < 1:
+      raise ValueError("config.cross_modality.search_modes must be a non-empty subset of "
+                       "('all', 'indoor') and shots a non-empty tuple of numbers >= 1, got "
+                       f'{cm.search_modes} and {cm.shots}.')
+    if cm.num_trials < 1:
+      raise ValueError(f'config.cross_modality.num_trials must be >= 1, got {cm.num_trials}.')
+  per_batch = cm.num_ids * (cm.num_visible + cm.num_infrared)
+  if per_batch != config.batch_size:
+    raise ValueError(
+        f'config.batch_size={config.batch_size} but the cross-modality sampler makes batches '
+        f'of num_ids x (num_visible + num_infrared) = {cm.num_ids} x ({cm.num_visible} + '
+        f'{cm.num_infrared}) = {per_batch}; set config.batch_size to that.')
 
 
-class CrossModalitySetup(train_lib.Setup):
-  """The setup of `config.method = 'cross_modality'` (module docstring)."""
+def is_infrared(dataset: str, split) -> np.ndarray:
+  """Bool [N]: the infrared (thermal) images of a split (RegDB: camid 1; SYSU layout: camids
+  2 and 5)."""
+  from data_pipelines import regdb  # pylint: disable=g-import-not-at-top
+  from data_pipelines import sysu_mm01  # pylint: disable=g-import-not-at-top
+  if dataset == 'regdb':
+    return regdb.is_infrared(split)
+  return sysu_mm01.is_infrared(split)
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: pathlib.Path):
-    if 'cross_modality' not in config:
-      raise ValueError("config.method='cross_modality' needs a config.cross_modality section; "
-                       'start from configs/agw_sysu.py or add cross_modality_config().')
-    self.cm = config.cross_modality
-    if self.cm.protocol not in PROTOCOLS:
-      raise ValueError(f'config.cross_modality.protocol must be one of {PROTOCOLS}, got '
-                       f'{self.cm.protocol!r}.')
-    if config.dataset.name not in PROTOCOL_DATASETS[self.cm.protocol]:
-      raise ValueError(
-          f'config.cross_modality.protocol={self.cm.protocol!r} evaluates the datasets '
-          f'{PROTOCOL_DATASETS[self.cm.protocol]}, but config.dataset.name is '
-          f'{config.dataset.name!r}; set the protocol that matches the dataset.')
-    if config.model.name != 'two_stream':
-      raise ValueError(f"config.method='cross_modality' needs config.model.name='two_stream', "
-                       f'got {config.model.name!r}.')
-    if config.optim.freeze_iters:
-      raise ValueError('config.optim.freeze_iters is not supported by the cross_modality method; '
-                       'set it to 0.')
-    if self.cm.protocol == 'sysu':
-      bad = [m for m in self.cm.search_modes if m not in ('all', 'indoor')]
-      if bad or not self.cm.search_modes or not self.cm.shots or min(self.cm.shots) < 1:
-        raise ValueError("config.cross_modality.search_modes must be a non-empty subset of "
-                         "('all', 'indoor') and shots a non-empty tuple of numbers >= 1, got "
-                         f'{self.cm.search_modes} and {self.cm.shots}.')
-      if self.cm.num_trials < 1:
-        raise ValueError(f'config.cross_modality.num_trials must be >= 1, got '
-                         f'{self.cm.num_trials}.')
-    super().__init__(config, workdir)
-    self._predict = None
 
-  # Modalities.
+def inference(config: ml_collections.ConfigDict, num_classes: int) -> Inference:
+  """The two-stream model; every image goes through its modality's stream (`modality`: 0
+  visible, 1 infrared, from the split's cameras)."""
+  model = models.build_model(config.model, num_classes)
+  images = jnp.zeros((2, config.input.height, config.input.width, 3), jnp.uint8)
+  modality = jnp.array([0, 1], jnp.int32)
+  dataset = config.dataset.name
 
-  def is_infrared(self, split: ReIDSplit) -> np.ndarray:
-    """Bool [N]: the infrared (thermal) images of a split (RegDB: camid 1; SYSU layout: camids
-    2 and 5)."""
-    if self.config.dataset.name == 'regdb':
-      return regdb.is_infrared(split)
-    return sysu_mm01.is_infrared(split)
+  def init(rng):
+    return model.init(rng, images, modality, train=False)
 
-  def modality(self, split: ReIDSplit) -> np.ndarray:
-    """int32 [N]: 0 visible, 1 infrared."""
-    return self.is_infrared(split).astype(np.int32)
+  def embed_fn(variables, images, modality):
+    return model.apply(variables, images, modality, train=False)['embedding']
 
-  # Construction.
+  def per_image(split):
+    return {'modality': is_infrared(dataset, split).astype(np.int32)}
 
-  def build_sampler(self):
-    config, cm = self.config, self.cm
-    infrared = self.is_infrared(self.train_split)
-    if infrared.all() or not infrared.any():
-      raise DatasetError(f'dataset {config.dataset.name!r}: the train split holds only '
-                         f'{"infrared" if infrared.all() else "visible"} images; cross-modality '
-                         'training needs both.')
-    sampler = cross_modality_sampler.CrossModalitySampler(
-        self.train_split.labels, infrared, num_ids=cm.num_ids, num_visible=cm.num_visible,
-        num_infrared=cm.num_infrared, seed=config.seed,
-        batches_per_epoch=config.train.steps_per_epoch or None)
-    if sampler.batch_size != config.batch_size:
-      raise ValueError(
-          f'config.batch_size={config.batch_size} but the cross-modality sampler makes batches '
-          f'of num_ids x (num_visible + num_infrared) = {cm.num_ids} x ({cm.num_visible} + '
-          f'{cm.num_infrared}) = {sampler.batch_size}; set config.batch_size to that.')
-    return sampler
+  return Inference(model=model, init=init, embed=embed_fn, per_image=per_image)
 
-  def build_model(self):
-    return models.build_model(self.config.model, self.num_classes)
 
-  def _init_inputs(self):
-    images = jnp.zeros((2, self.config.input.height, self.config.input.width, 3), jnp.uint8)
-    return images, jnp.array([0, 1], jnp.int32)
+def build(config: ml_collections.ConfigDict, data: Data, mesh: jax.sharding.Mesh,
+          workdir: pathlib.Path) -> Method:
+  from data_pipelines import cross_modality_sampler  # pylint: disable=g-import-not-at-top
+  from data_pipelines import sysu_mm01  # pylint: disable=g-import-not-at-top
+  from data_pipelines.types import DatasetError  # pylint: disable=g-import-not-at-top
+  cm = config.cross_modality
+  inf = inference(config, data.num_classes)
+  model = inf.model
+  train_split = data.train
+  infrared = is_infrared(config.dataset.name, train_split)
+  if infrared.all() or not infrared.any():
+    raise DatasetError(f'dataset {config.dataset.name!r}: the train split holds only '
+                       f'{"infrared" if infrared.all() else "visible"} images; cross-modality '
+                       'training needs both.')
+  sampler = cross_modality_sampler.CrossModalitySampler(
+      train_split.labels, infrared, num_ids=cm.num_ids, num_visible=cm.num_visible,
+      num_infrared=cm.num_infrared, seed=config.seed,
+      batches_per_epoch=config.train.steps_per_epoch or None)
+  steps = sampler.batches_per_epoch
+  tx, schedule = parts.optimizer(config, steps, parts.abstract_params(inf))
+  state = parts.initial_state(inf, tx, config, mesh, load_weights=_load_weights(config))
+  features_of = parts.embedder(inf, mesh, flip=bool(config.eval.flip))
+  modality = infrared.astype(np.int32)
 
-  def abstract_params(self):
-    images, modality = self._init_inputs()
-    return jax.eval_shape(lambda: self.model.init(jax.random.key(0), images, modality,
-                                                  train=False))['params']
-
-  def create_state(self) -> TrainState:
-    images, modality = self._init_inputs()
-
-    def init(rng):
-      variables = self.model.init(rng, images, modality, train=False)
-      params = variables['params']
-      return TrainState(step=jnp.zeros([], jnp.int32), params=params,
-                        batch_stats=variables.get('batch_stats', {}),
-                        opt_state=self.tx.init(params))
-
-    rng = jax.random.key(self.config.seed, impl='rbg')
-    pretrained = self.config.model.get('pretrained', '')
-    if not pretrained:
-      return jax.jit(init, out_shardings=parallel.replicated_sharding(self.mesh))(rng)
-    # ImageNet weights of a ResNet: the stem (+ layer1) into both streams, shared stages as is.
-    variables = jax.device_get(jax.jit(
-        lambda r: self.model.init(r, images, modality, train=False))(rng))
-    variables, left_out = load_pretrained_two_stream(variables, pretrained, self.config.model)
-    if jax.process_index() == 0:
-      print(f'pretrained weights from {pretrained}; left as initialised: '
-            f'{", ".join(left_out)}', flush=True)
-
-    def init_from(variables):
-      params = variables['params']
-      return TrainState(step=jnp.zeros([], jnp.int32), params=params,
-                        batch_stats=variables.get('batch_stats', {}),
-                        opt_state=self.tx.init(params))
-
-    return jax.jit(init_from, out_shardings=parallel.replicated_sharding(self.mesh))(variables)
-
-  # Training.
-
-  def train_batches(self, state: TrainState, start_step: int, stop_step: int):
-    modality = self.modality(self.train_split)
-    for batch in super().train_batches(state, start_step, stop_step):
+  def batches(state, start, stop):
+    for batch in parts.sampler_batches(config, train_split, sampler, start, stop):
       batch['modality'] = modality[batch['index']]
       yield batch
 
-  def make_train_step(self):
-    model, tx, schedule, config = self.model, self.tx, self.schedule, self.config
+  def forward(params, batch_stats, batch, rng):
+    del rng
+    outputs, mutated = model.apply({'params': params, 'batch_stats': batch_stats},
+                                   batch['image'], batch['modality'], train=True,
+                                   mutable=['batch_stats'])
+    return outputs, mutated['batch_stats']
 
-    def train_step(state: TrainState, batch: dict[str, jax.Array]):
+  def objective(outputs, batch, state: TrainState):
+    terms = objectives.compute_losses(outputs, batch['label'], config.loss)
+    metrics = {**{f'loss_{k}': v for k, v in terms.items()},
+               'accuracy': jnp.mean(jnp.argmax(outputs['logits'], -1) == batch['label']),
+               'wrt_accuracy': losses.wrt_accuracy(outputs['features'], batch['label'])}
+    return objectives.total_loss(terms), metrics, state.extra
 
-      def loss_fn(params):
-        outputs, mutated = model.apply({'params': params, 'batch_stats': state.batch_stats},
-                                       batch['image'], batch['modality'], train=True,
-                                       mutable=['batch_stats'])
-        terms = objectives.compute_losses(outputs, batch['label'], config.loss)
-        return objectives.total_loss(terms), (terms, outputs, mutated['batch_stats'])
-
-      (loss, (terms, outputs, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-          state.params)
-      updates, opt_state = tx.update(grads, state.opt_state, state.params)
-      params = optax.apply_updates(state.params, updates)
-      metrics = {'loss': loss, **{f'loss_{k}': v for k, v in terms.items()},
-                 'accuracy': jnp.mean(jnp.argmax(outputs['logits'], -1) == batch['label']),
-                 'wrt_accuracy': losses.wrt_accuracy(outputs['features'], batch['label']),
-                 'grad_norm': optax.global_norm(grads), 'lr': schedule(state.step)}
-      return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                           opt_state=opt_state), metrics
-
-    replicated = parallel.replicated_sharding(self.mesh)
-    return jax.jit(train_step, donate_argnums=(0,),
-                   in_shardings=(replicated, parallel.data_sharding(self.mesh)),
-                   out_shardings=(replicated, replicated))
-
-  # Evaluation.
-
-  def features(self, state: TrainState, split: ReIDSplit) -> np.ndarray:
-    """Embeddings [N, D] of every image of `split`, each through its modality's stream."""
-    if self._predict is None:
-      model = self.model
-
-      def predict(variables, batch):
-        emb = model.apply(variables, batch['image'], batch['modality'], train=False)['embedding']
-        return emb, batch['index'], batch['mask']
-
-      self._predict = jax.jit(predict, out_shardings=parallel.replicated_sharding(self.mesh))
-    config = self.config
-    parallel.check_batch_size(config.eval.batch_size, self.mesh, what='eval.batch_size')
-    modality = self.modality(split)
-    variables = self.variables(state)
-    feats, seen = None, np.zeros(len(split), bool)
-    for batch in input_pipeline.eval_iterator(split, config.input,
-                                              batch_size=config.eval.batch_size,
-                                              process_index=jax.process_index(),
-                                              process_count=jax.process_count()):
-      batch['modality'] = modality[np.maximum(batch['index'], 0)]
-      emb, index, mask = jax.device_get(self._predict(variables,
-                                                      parallel.shard_batch(batch, self.mesh)))
-      if feats is None:
-        feats = np.zeros((len(split), emb.shape[-1]), np.float32)
-      feats[index[mask]] = emb[mask]
-      seen[index[mask]] = True
-    if feats is None or not seen.all():
-      raise RuntimeError(f'feature extraction of split {split.name!r} missed '
-                         f'{int((~seen).sum())} of {len(split)} images')
-    return feats
-
-  def _reverse_name(self) -> str:
-    if self.cm.protocol == 'sysu':
+  def reverse_name() -> str:
+    if cm.protocol == 'sysu':
       return 'visible_to_infrared'
-    query_ir = bool(self.is_infrared(self.splits['query']).all())
+    query_ir = bool(is_infrared(config.dataset.name, data.splits['query']).all())
     return 'visible_to_thermal' if query_ir else 'thermal_to_visible'
 
-  def evaluate(self, state: TrainState, splits: dict[str, Any] | None = None,
-               post: bool = True) -> inference.EvalOutput:
+  def evaluate(state: TrainState, splits=None, post: bool = True) -> evaluator.EvalOutput:
     """The protocol's metrics on `splits` (default: this dataset's); this method has no
     post-processed rows, so `post` changes nothing."""
     del post
-    config, cm = self.config, self.cm
-    splits = splits or self.splits
+    splits = splits or data.splits
     query, gallery = splits['query'], splits['gallery']
-    qf, gf = self.features(state, query), self.features(state, gallery)
+    qf = features_of(state.params, state.batch_stats, query, config.input,
+                     config.eval.batch_size)
+    gf = features_of(state.params, state.batch_stats, gallery, config.input,
+                     config.eval.batch_size)
     metric, max_rank = config.eval.metric, config.eval.max_rank
     metrics: dict[str, Any] = {}
     if cm.protocol == 'sysu':
@@ -293,76 +217,92 @@ class CrossModalitySetup(train_lib.Setup):
     # The reverse direction on the full test sets (Market-style ranking).
     reverse = cm_eval.evaluate_regdb(gf, qf, gallery.pids, query.pids, gallery.camids,
                                      query.camids, metric, max_rank)
-    name = self._reverse_name()
-    metrics.update({f'{name}_{k}': v for k, v in cm_eval.rank_dict(reverse).items()})
-    return inference.EvalOutput(metrics, result, qf, gf, metric=metric)
+    metrics.update({f'{reverse_name()}_{k}': v for k, v in cm_eval.rank_dict(reverse).items()})
+    return evaluator.EvalOutput(metrics, result, qf, gf, metric=metric, query=query,
+                                gallery=gallery)
 
-  def _direction_rows(self, metrics: dict[str, Any]) -> list[tuple[str, str]]:
+  def direction_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     """(row label, metrics key prefix) of every evaluated setting, headline first."""
-    cm = self.cm
-    reverse = self._reverse_name()
-    forward = ('infrared_to_visible' if cm.protocol == 'sysu' else
-               '_to_'.join(reversed(reverse.split('_to_'))))
+    reverse = reverse_name()
+    forward_name = ('infrared_to_visible' if cm.protocol == 'sysu' else
+                    '_to_'.join(reversed(reverse.split('_to_'))))
     rows = []
     if cm.protocol == 'sysu':
       for i, (mode, shots) in enumerate((m, s) for m in cm.search_modes for s in cm.shots):
         kind = 'single-shot' if shots == 1 else f'multi-shot ({shots})'
         prefix = '' if i == 0 else f'{mode}_{"single" if shots == 1 else f"multi{shots}"}_'
-        rows.append((f'{forward.replace("_", " ")}, {mode}-search {kind}', prefix))
+        rows.append((f'{forward_name.replace("_", " ")}, {mode}-search {kind}', prefix))
     else:
-      rows.append((forward.replace('_', ' '), ''))
+      rows.append((forward_name.replace('_', ' '), ''))
     rows.append((f'{reverse.replace("_", " ")} (full test sets)', f'{reverse}_'))
     return [(label, prefix) for label, prefix in rows if f'{prefix}mAP' in metrics]
 
-  def report_sections(self, state: TrainState, output: inference.EvalOutput
-                      ) -> list[tuple[str, str, str | None]]:
+  def report_sections(state: TrainState, output: evaluator.EvalOutput):
     """Both directions' metrics in one table, and the rank lists of the other direction
     (gallery modality to query modality; the query direction's are the report's own)."""
+    from jreid import report  # pylint: disable=g-import-not-at-top
     del state
     metrics = output.metrics
     ranks = (1, 10, 20)
     lines = ['| direction | ' + ' | '.join(f'Rank-{k}' for k in ranks) + ' | mAP | mINP |',
              '|:--|' + '--:|' * (len(ranks) + 2)]
-    for label, prefix in self._direction_rows(metrics):
+    for label, prefix in direction_rows(metrics):
       cells = [metrics.get(f'{prefix}rank{k}') for k in ranks]
       cells += [metrics[f'{prefix}mAP'], metrics[f'{prefix}mINP']]
       lines.append(f'| {label} | ' + ' | '.join(
           '-' if v is None else f'{100 * v:.2f}' for v in cells) + ' |')
     sections = [('Both directions', 'Rank-k (CMC), mAP and mINP in percent of each evaluated '
                  'direction and setting.\n\n' + '\n'.join(lines), None)]
-    reverse = inference.EvalOutput({}, output.result, output.gallery_features,
+    reverse = evaluator.EvalOutput({}, output.result, output.gallery_features,
                                    output.query_features, metric=output.metric)
-    report.plot_rank_lists(self.splits['gallery'], self.splits['query'], reverse.query_distances,
-                           self.workdir / 'rank_lists_reverse.png',
-                           num_queries=self.config.eval.rank_list_queries)
-    name = self._reverse_name().replace('_', ' ')
+    report.plot_rank_lists(output.gallery, output.query, reverse.query_distances,
+                           workdir / 'rank_lists_reverse.png',
+                           num_queries=config.eval.rank_list_queries)
+    name = reverse_name().replace('_', ' ')
     return sections + [(
         f'Rank lists, {name}', f'Each row: a {name.split()[0]} query (the test gallery images) '
         'and its top-10 matches among the other modality\'s test images (the query set); '
         'green: same identity, red: different.', 'rank_lists_reverse.png')]
 
-  def describe(self) -> str:
-    config, cm = self.config, self.cm
-    ts = config.model.get('two_stream', {})
-    graph = ts.get('graph', {}) if ts else {}
-    on = [k for k in ('local_to_local', 'global_to_local', 'local_to_global',
-                      'modality_similarity') if graph.get(k, False)]
-    bb = config.model.backbone
-    protocol = (f'SYSU-MM01 protocol, {cm.num_trials} trials, modes {tuple(cm.search_modes)}, '
-                f'shots {tuple(cm.shots)}; headline = first mode single-shot, CMC over the '
-                'identity ranking as the reference (image-ranking CMC as image_rank*)'
-                if cm.protocol == 'sysu' else 'RegDB protocol (standard CMC), both directions')
-    return (
-        f'Two-stream `{bb.name}` (width {bb.width}, last stride {bb.last_stride}), '
-        f'{"stem + layer1" if ts and ts.get("specific_stages", 0) else "stem"} per modality, '
-        f'non-local {"on" if bb.with_nl else "off"} (inter channels '
-        f'{bb.nl_inter_channels or "C/2"}), graph reasoning: {", ".join(on) or "off"}; pooling '
-        f'`{config.model.pooling.name}`, head `{config.model.head.name}`; losses '
-        f'{", ".join(config.loss.names)}; sampler {cm.num_ids} ids x ({cm.num_visible} visible + '
-        f'{cm.num_infrared} infrared), {self.total_steps} steps ({config.train.epochs} epochs x '
-        f'{self.steps_per_epoch}), input {config.input.height}x{config.input.width}. {protocol}. '
-        'Rank lists: `rank_lists.png` (query modality to gallery), `rank_lists_reverse.png` '
-        '(the other direction).')
+  ts = config.model.two_stream
+  graph = ts.graph
+  on = [k for k in ('local_to_local', 'global_to_local', 'local_to_global',
+                    'modality_similarity') if graph[k]]
+  bb = config.model.backbone
+  protocol = (f'SYSU-MM01 protocol, {cm.num_trials} trials, modes {tuple(cm.search_modes)}, '
+              f'shots {tuple(cm.shots)}; headline = first mode single-shot, CMC over the '
+              'identity ranking as the reference (image-ranking CMC as image_rank*)'
+              if cm.protocol == 'sysu' else 'RegDB protocol (standard CMC), both directions')
+  describe = (
+      f'Two-stream `{bb.name}` (width {bb.width}, last stride {bb.last_stride}), '
+      f'{"stem + layer1" if ts.specific_stages else "stem"} per modality, '
+      f'non-local {"on" if bb.with_nl else "off"} (inter channels '
+      f'{bb.nl_inter_channels or "C/2"}), graph reasoning: {", ".join(on) or "off"}; pooling '
+      f'`{config.model.pooling.name}`, head `{config.model.head.name}`; losses '
+      f'{", ".join(config.loss.names)}; sampler {cm.num_ids} ids x ({cm.num_visible} visible + '
+      f'{cm.num_infrared} infrared), {config.train.epochs * steps} steps ({config.train.epochs} '
+      f'epochs x {steps}), input {config.input.height}x{config.input.width}'
+      f'{parts.describe_options(config)}. {protocol}. Rank lists: `rank_lists.png` (query '
+      'modality to gallery), `rank_lists_reverse.png` (the other direction).')
+  return Method(
+      name='cross_modality', inference=inf, state=state, tx=tx, schedule=schedule,
+      forward=forward, objective=objective, steps_per_epoch=steps, batches=batches,
+      evaluate=evaluate, fingerprint=parts.fingerprint(config, data.num_classes),
+      describe=describe, report_sections=report_sections)
+
+
+def _load_weights(config: ml_collections.ConfigDict):
+  """ImageNet weights of a ResNet into both streams (`load_pretrained_two_stream`), or None."""
+  path = config.model.get('pretrained', '')
+  if not path:
+    return None
+
+  def load(variables):
+    variables, left_out = load_pretrained_two_stream(variables, path, config.model)
+    parts.log(f'pretrained weights from {path}; left as initialised: {", ".join(left_out)}')
+    return variables
+
+  return load
 
 
 # Backbone modules that an ImageNet ResNet has no weights for: they keep their initial values
@@ -418,7 +358,8 @@ VARIANTS = ('synthreid', 'paper')
 
 
 def recipe_config(model: str, protocol: str, variant: str | None) -> ml_collections.ConfigDict:
-  """The config of `configs/{model}_{protocol}.py:variant` (those files document the commands).
+  """The config of `configs/{model}_{protocol}.py:variant` (those files document the commands);
+  the variant is `recipe=synthreid|paper`, or `:paper` for short (`jreid.config_args`).
 
   'paper': AGW's recipe (two-stream ResNet-50, last stride 1, non-local blocks, GeM p=3, BNNeck,
   SGD Nesterov momentum 0.9, weight decay 5e-4, lr 0.1 for the BNNeck and classifier and 0.01 for
@@ -434,16 +375,17 @@ def recipe_config(model: str, protocol: str, variant: str | None) -> ml_collecti
   warmup, from random initialisation, to run on a 2-core CPU.
   """
   # pylint: disable=g-import-not-at-top
-  from jreid.config_defaults import base_config
-  from jreid.models.two_stream import default_two_stream_config
+  from jreid import config_args
+  from jreid.config_defaults import method_config
   # pylint: enable=g-import-not-at-top
-  variant = variant or 'synthreid'
-  if model not in MODELS or protocol not in PROTOCOLS or variant not in VARIANTS:
-    raise ValueError(f"unknown variant {variant!r} of configs/{model}_{protocol}.py: use ':paper' "
-                     'or no variant (the embedded synthetic run)')
-  config = base_config()
-  config.method = 'cross_modality'
-  config.cross_modality = cross_modality_config()
+  if model not in MODELS or protocol not in PROTOCOLS:
+    raise ValueError(f'recipe_config: model must be one of {MODELS} and protocol one of '
+                     f'{PROTOCOLS}, got {model!r}, {protocol!r}.')
+  arg = config_args.parse_arg(variant, where=f'configs/{model}_{protocol}.py',
+                              shorthands={v: {'recipe': v} for v in VARIANTS},
+                              choices={'recipe': VARIANTS}, recipe='synthreid')
+  variant = arg.recipe
+  config = method_config('cross_modality')
   config.cross_modality.protocol = protocol
   if protocol == 'regdb':
     config.cross_modality.search_modes = ('all',)
@@ -461,13 +403,10 @@ def recipe_config(model: str, protocol: str, variant: str | None) -> ml_collecti
   m.pooling.gem_p = 3.0
   m.head.name = 'bnneck'
   m.head.neck_feat = 'before'  # The metric loss sees the pooled feature (AGW's x_pool).
-  m.two_stream = default_two_stream_config()
 
-  config.loss.cross_entropy.epsilon = 0.0
-  config.loss.cross_entropy.variant = 'bot'  # Plain mean cross-entropy (torch's CrossEntropyLoss).
+  # Plain mean cross-entropy (torch's CrossEntropyLoss): default_config's cross_entropy section.
   if model == 'agw':
     config.loss.names = ('cross_entropy', 'wrt')
-    config.loss.wrt = wrt_loss_config()
   else:
     config.loss.names = ('cross_entropy', 'triplet')
     config.loss.triplet.weight = 2.0
@@ -516,8 +455,7 @@ def recipe_config(model: str, protocol: str, variant: str | None) -> ml_collecti
     config.optim.warmup_epochs = 1
     config.optim.warmup_per_epoch = False
     # Each image standardised by its own channel statistics (grey-world): cancels the visible
-    # cameras' gain and colour cast and the thermal cameras' level offsets; with 16 epochs it
-    # takes infrared->visible mAP from 5.1% (ImageNet normalisation, 8 epochs) to 6.5%.
+    # cameras' gain and colour cast and the thermal cameras' level offsets.
     m.input_norm = 'per_image'
     config.optim.milestones = (12,) if model == 'agw' else (6,)
     config.train.epochs = 16 if model == 'agw' else 8

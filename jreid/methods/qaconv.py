@@ -1,7 +1,6 @@
 """QAConv-GS (QAConv 2.1) training and evaluation: `config.method = 'qaconv'`.
 
-Liao & Shao, ECCV 2020 (QAConv, TLift) and CVPR 2022 (graph sampling). The setup plugs the
-QAConv pieces into the shared train loop (`jreid.train`):
+Liao & Shao, ECCV 2020 (QAConv, TLift) and CVPR 2022 (graph sampling). The parts:
 
 * model: `QAConvNet` (ResNet trunk to layer3, 3x3 neck, channel L2 normalisation; every
   BatchNorm of the network frozen) and `QAConvMatcher` (the learnable head); parameters
@@ -10,357 +9,359 @@ QAConv pieces into the shared train loop (`jreid.train`):
   image per class, all-pairs QAConv distances between them, each class with its k nearest
   classes forms a batch); the first `qaconv.gs_pre_epochs` epochs use random class neighbours
   (the reference's random P x K start);
-* loss: the QAConv 2.1 hard triplet on matcher logits (margin 16), or the 2.0 pairwise matching
-  BCE (`qaconv.loss = 'pairwise'`);
+* loss: `config.loss` terms on the matcher's batch logits: 'qaconv_triplet' (QAConv 2.1 hard
+  triplet, margin 16) or 'qaconv_pairwise' (QAConv 2.0 pairwise matching BCE);
 * optimiser: SGD Nesterov, lr x0.1 on the backbone (`optim.lr_factors`), weight decay, gradient
   clipping (all from `config.optim`);
 * adaptive schedule: after every epoch e (1-based) with mean loss L_e, once L_e < `decay_ratio` x
   L_2 (the second epoch's loss), the learning rate is multiplied by 0.1 and the run ends after
   epoch min(`train.epochs`, e + e // 2);
-* evaluation: feature maps of query and gallery, all-pairs QAConv logits block by block
-  (`pairwise_scores`), distance = -logit; with `qaconv.tlift` also the reference's QAConv-score
-  k-reciprocal re-ranking and TLift on top of it (rows 'rerank' and 'rerank + TLift').
+* evaluation: feature maps of query and gallery (flip-averaged with `eval.flip`), all-pairs
+  QAConv logits block by block, distance = -logit, the ROC with `eval.roc`; with `eval.rerank`
+  the reference's QAConv-score k-reciprocal re-ranking (`eval.rerank_k1/k2/lambda`), and with
+  `qaconv.tlift` TLift on top of it (rows 'rerank' and 'rerank + TLift').
 
-The schedule state, the running epoch loss and the sampler's state live in `TrainState.extra`,
+The schedule state, the running epoch loss and the sampler's state are the typed `QAConvState`,
 so a run killed anywhere resumes exactly (the epoch's batches are restored, not rebuilt).
+
+Sections owned: `model` (QAConv's), `loss`, `sampler` (K only: the batches are graph-sampled),
+`qaconv`.
 """
 
 from __future__ import annotations
 
 import pathlib
-from typing import Any
 
+import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
-from data_pipelines import graph_sampler
-from data_pipelines import input_pipeline
-from data_pipelines.types import ReIDSplit
-from jreid import inference
+from jreid import evaluator
 from jreid import losses
 from jreid import models
-from jreid import optim
+from jreid import objectives
 from jreid import parallel
-from jreid import train as train_lib
+from jreid import parts
 from jreid.evaluation import evaluate_rank
 from jreid.evaluation import qaconv_rerank
 from jreid.evaluation import tlift as tlift_lib
+from jreid.method import Data, Inference, Method, TrainState
 from jreid.models import qaconv as qaconv_lib
 
-TrainState = train_lib.TrainState
 
-
-def qaconv_config() -> ml_collections.ConfigDict:
-  """The `config.qaconv` section (method settings outside the model)."""
+def default_config() -> ml_collections.ConfigDict:
+  """The sections this method owns (the QAConv 2.1 reference's values)."""
   c = ml_collections.ConfigDict()
-  c.loss = 'triplet'  # 'triplet' (QAConv 2.1) | 'pairwise' (QAConv 2.0 BCE).
-  c.margin = 16.0  # Triplet margin on matcher logits.
-  c.gs_pre_epochs = 1  # Epochs of random class neighbours before graph sampling starts.
-  c.decay_ratio = 0.7  # Adaptive schedule: decay once the epoch loss < ratio x epoch 2's loss.
-  c.decay_factor = 0.1
-  c.score_dtype = 'float32'  # Evaluation matmul: 'float32' | 'bfloat16'.
-  c.query_block = 128  # Evaluation blocks of maps scored at once.
-  c.gallery_block = 128
-  c.tlift = True  # Also report re-ranking and re-ranking + TLift (needs image times).
-  c.time_model = 'frame'  # 'frame' (one clock, frame / 25 s: SynthReID) | 'market1501'.
-  c.tau = 100.0  # TLift parameters (reference defaults).
-  c.sigma = 200.0
-  c.K = 10
-  c.alpha = 0.2
-  c.rerank_k1 = 20
-  c.rerank_k2 = 6
-  c.rerank_lambda = 0.3
+  c.method = 'qaconv'
+  c.model = qaconv_lib.qaconv_model_config()
+  c.loss = objectives.loss_config(('qaconv_triplet',), 'qaconv_pairwise')
+  c.sampler = ml_collections.ConfigDict({'num_instances': 2})  # K images per graph-sampled class.
+  q = c.qaconv = ml_collections.ConfigDict()
+  q.gs_pre_epochs = 1  # Epochs of random class neighbours before graph sampling starts.
+  q.decay_ratio = 0.7  # Adaptive schedule: decay once the epoch loss < ratio x epoch 2's loss.
+  q.decay_factor = 0.1
+  q.score_dtype = 'float32'  # Evaluation matmul: 'float32' | 'bfloat16'.
+  q.query_block = 128  # Evaluation blocks of maps scored at once.
+  q.gallery_block = 128
+  q.tlift = True  # Also report re-ranking + TLift (needs image times).
+  q.time_model = 'frame'  # 'frame' (one clock, frame / 25 s: SynthReID) | 'market1501'.
+  q.tau = 100.0  # TLift parameters (reference defaults).
+  q.sigma = 200.0
+  q.K = 10
+  q.alpha = 0.2
   # Distance the re-ranking works on: 'sigmoid' = 1 - sigmoid(logit / 10) (ECCV 2020 reference;
   # bounded) or 'negative' = -logit (QAConv 2.x reference; ill-defined for some logit scales).
-  c.rerank_distance = 'sigmoid'
+  q.rerank_distance = 'sigmoid'
   return c
 
 
-def _subset(split: ReIDSplit, keep: np.ndarray, name: str | None = None) -> ReIDSplit:
-  """The images `keep` (indices, or a boolean mask) of `split`, in that order."""
-  keep = np.asarray(keep)
-  idx = np.flatnonzero(keep) if keep.dtype == bool else keep.astype(np.int64)
-  return ReIDSplit(name=name or split.name, images=split.images[idx], pids=split.pids[idx],
-                   camids=split.camids[idx], sessions=split.sessions[idx],
-                   frames=split.frames[idx], filenames=[split.filenames[i] for i in idx],
-                   labels=split.labels[idx])
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Evaluation options that mean nothing for pairwise scores are refused, not ignored."""
+  if config.eval.aqe:
+    raise ValueError('config.eval.aqe=True is not supported by QAConv: its test features are '
+                     'feature maps compared by the matcher, with no embedding to expand; set it '
+                     'to False (re-ranking: config.eval.rerank).')
+  if config.eval.metric != 'cosine':
+    raise ValueError(f'config.eval.metric={config.eval.metric!r} is not read by QAConv (it ranks '
+                     'by the matcher\'s scores); leave it at its default.')
+  if config.qaconv.tlift and not config.eval.rerank:
+    raise ValueError('config.qaconv.tlift=True lifts the re-ranked distances (as the reference): '
+                     'set config.eval.rerank=True too, or qaconv.tlift=False.')
+  if config.train.steps_per_epoch:
+    raise ValueError(f'config.train.steps_per_epoch={config.train.steps_per_epoch} is not read by '
+                     'QAConv: its graph sampler makes one batch per training class each epoch; '
+                     'leave it at 0.')
+  if config.qaconv.score_dtype not in ('float32', 'bfloat16'):
+    raise ValueError(f"config.qaconv.score_dtype must be 'float32' or 'bfloat16', got "
+                     f'{config.qaconv.score_dtype!r}.')
 
 
-class QAConvSetup(train_lib.Setup):
-  """`config.method = 'qaconv'`: see the module docstring."""
+@flax.struct.dataclass
+class QAConvState:
+  """The adaptive schedule, the epoch's loss and the graph sampler's state (checkpointed)."""
+  lr_scale: jax.Array  # 1, or decay_factor once the schedule decided.
+  end_epoch: jax.Array  # 0 until the adaptive schedule decides it.
+  base_loss: jax.Array  # Mean loss of epoch 2 (NaN before).
+  loss_sum: jax.Array  # Of the running epoch.
+  loss_count: jax.Array
+  gs_epoch: jax.Array  # The epoch the sampler's batches are of (-1: none built).
+  gs_positions: jax.Array  # [C] images each class handed out so far.
+  gs_batches: jax.Array  # [C, B] the epoch's batches.
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: pathlib.Path):
-    if 'qaconv' not in config:
-      raise ValueError("config.method='qaconv' needs a config.qaconv section; start from "
-                       'configs/qaconv.py.')
-    super().__init__(config, workdir)
-    # The reference tests against a gallery without junk images (its loader drops pid -1).
-    gallery = self.splits['gallery']
-    self.test_gallery = _subset(gallery, gallery.pids != -1)
 
-  # Construction.
+def _images(config: ml_collections.ConfigDict) -> jax.Array:
+  return jnp.zeros((1, config.input.height, config.input.width, 3), jnp.uint8)
 
-  def build_sampler(self):
-    config = self.config
-    return graph_sampler.GraphSampler(self.train_split.labels, config.batch_size,
-                                      config.sampler.num_instances, config.seed)
 
-  def build_model(self):
-    net = models.build_model(self.config.model, self.num_classes)
-    hw = self._locations(net)
-    self.matcher = qaconv_lib.QAConvMatcher(hw=hw)
-    return net
+def _score_dtype(config: ml_collections.ConfigDict):
+  return {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[config.qaconv.score_dtype]
 
-  def _locations(self, net) -> int:
-    shape = jax.eval_shape(lambda: net.init(jax.random.key(0), self._dummy_images()))
-    out = jax.eval_shape(lambda v: net.apply(v, self._dummy_images()), shape)
-    _, h, w, _ = out['feature_map'].shape
-    return h * w
 
-  def _init_variables(self, rng):
-    net_vars = self.model.init(rng, self._dummy_images(), train=False)
-    maps = self.model.apply(net_vars, self._dummy_images())['feature_map']
-    matcher_vars = self.matcher.init(rng, maps, maps, train=False)
-    return ({'net': net_vars['params'], 'matcher': matcher_vars['params']},
-            {'net': net_vars.get('batch_stats', {}), 'matcher': matcher_vars['batch_stats']})
+def networks(config: ml_collections.ConfigDict, num_classes: int):
+  """The feature-map network and the matcher over its h x w locations."""
+  net = models.build_model(config.model, num_classes)
+  images = _images(config)
+  shapes = jax.eval_shape(lambda: net.apply(net.init(jax.random.key(0), images), images))
+  _, h, w, _ = shapes['feature_map'].shape
+  return net, qaconv_lib.QAConvMatcher(hw=h * w)
 
-  def abstract_params(self):
-    return jax.eval_shape(lambda: self._init_variables(jax.random.key(0))[0])
 
-  def create_state(self) -> TrainState:
-    c = self.sampler.num_classes
-    b = self.config.batch_size
+def inference(config: ml_collections.ConfigDict, num_classes: int) -> Inference:
+  """The feature-map network and the matcher; `score` gives all-pairs QAConv logits."""
+  net, matcher = networks(config, num_classes)
+  images = _images(config)
+  cfg = config.qaconv
 
-    def init(params, batch_stats):
-      extra = {
-          'lr_scale': jnp.ones([], jnp.float32),
-          'end_epoch': jnp.zeros([], jnp.int32),  # 0 until the adaptive schedule decides it.
-          'base_loss': jnp.full([], jnp.nan, jnp.float32),
-          'loss_sum': jnp.zeros([], jnp.float32),
-          'loss_count': jnp.zeros([], jnp.int32),
-          'gs_epoch': jnp.full([], -1, jnp.int32),
-          'gs_positions': jnp.zeros([c], jnp.int32),
-          'gs_batches': jnp.zeros([c, b], jnp.int32),
-      }
-      return TrainState(step=jnp.zeros([], jnp.int32), params=params, batch_stats=batch_stats,
-                        opt_state=self.tx.init(params), extra=extra)
+  def init(rng):
+    net_vars = net.init(rng, images, train=False)
+    maps = net.apply(net_vars, images)['feature_map']
+    matcher_vars = matcher.init(rng, maps, maps, train=False)
+    return {'params': {'net': net_vars['params'], 'matcher': matcher_vars['params']},
+            'batch_stats': {'net': net_vars.get('batch_stats', {}),
+                            'matcher': matcher_vars['batch_stats']}}
 
-    rng = jax.random.key(self.config.seed, impl='rbg')
-    params, batch_stats = jax.jit(self._init_variables)(rng)
-    pretrained = self.config.model.get('pretrained', '')
-    if pretrained:
-      # ImageNet weights of a ResNet (torchvision / IBN-Net state dict) for the layer3 trunk.
-      from jreid import weights  # pylint: disable=g-import-not-at-top
-      net = weights.load_pretrained_trunk(
-          jax.device_get({'params': params['net'], 'batch_stats': batch_stats['net']}),
-          pretrained, self.config.model)
-      params = {**params, 'net': net['params']}
-      batch_stats = {**batch_stats, 'net': net['batch_stats']}
-    return jax.jit(init, out_shardings=parallel.replicated_sharding(self.mesh))(params,
-                                                                                 batch_stats)
+  def embed_fn(variables, images):
+    return net.apply(variables, images, train=False)['feature_map']
 
-  def fingerprint(self) -> dict[str, Any]:
-    fp = super().fingerprint()
-    fp['method'] = 'qaconv'
-    return fp
-
-  # Epoch hooks.
-
-  def num_epochs(self, state: TrainState) -> int:
-    end = int(state.extra['end_epoch'])
-    return min(end, self.config.train.epochs) if end else self.config.train.epochs
-
-  def _put(self, value) -> jax.Array:
-    return jax.device_put(value, parallel.replicated_sharding(self.mesh))
-
-  def begin_epoch(self, state: TrainState, epoch: int) -> TrainState:
-    extra = jax.device_get(state.extra)
-    saved = {'positions': extra['gs_positions'].astype(np.int64), 'epoch': int(extra['gs_epoch']),
-             'batches': extra['gs_batches']}
-    self.sampler.load_state_dict(saved)
-    if int(extra['gs_epoch']) == epoch:  # Resumed inside this epoch: its batches are restored.
-      return state
-    if epoch < self.config.qaconv.gs_pre_epochs:
-      # Random class neighbours (the reference's random start before the first graph).
-      rng = np.random.default_rng([self.config.seed, 3, epoch])
-      class_dist = rng.random((self.sampler.num_classes, self.sampler.num_classes))
-    else:
-      reps = self.sampler.pick_representatives(epoch)
-      maps = self.feature_maps(state, _subset(self.train_split, reps, 'representatives'))
-      class_dist = -self.scores(state, maps, maps)
-    self.sampler.build_epoch(epoch, class_dist)
-    built = self.sampler.state_dict()
-    new_extra = dict(state.extra)
-    new_extra.update(
-        gs_epoch=self._put(jnp.asarray(epoch, jnp.int32)),
-        gs_positions=self._put(jnp.asarray(built['positions'], jnp.int32)),
-        gs_batches=self._put(jnp.asarray(built['batches'], jnp.int32)),
-        loss_sum=self._put(jnp.zeros([], jnp.float32)),
-        loss_count=self._put(jnp.zeros([], jnp.int32)))
-    return state.replace(extra=new_extra)
-
-  def end_epoch(self, state: TrainState, epoch: int) -> TrainState:
-    """The adaptive schedule (module docstring), decided once per epoch on the host."""
-    cfg = self.config.qaconv
-    extra = jax.device_get(state.extra)
-    loss = float(extra['loss_sum']) / max(int(extra['loss_count']), 1)
-    finished = epoch + 1  # 1-based number of the epoch that just ended.
-    base_loss = float(extra['base_loss'])
-    lr_scale = float(extra['lr_scale'])
-    end_epoch = int(extra['end_epoch'])
-    if finished == 2:
-      base_loss = loss
-    if finished >= 2 and lr_scale == 1.0 and loss < cfg.decay_ratio * base_loss:
-      lr_scale = cfg.decay_factor
-      end_epoch = min(self.config.train.epochs, finished + finished // 2)
-      train_lib._log(f'epoch {finished}: loss {loss:.4g} < {cfg.decay_ratio} x {base_loss:.4g} '
-                     f'(epoch 2): learning rate x{cfg.decay_factor}, training ends after epoch '
-                     f'{end_epoch}.')
-    new_extra = dict(state.extra)
-    new_extra.update(base_loss=self._put(jnp.asarray(base_loss, jnp.float32)),
-                     lr_scale=self._put(jnp.asarray(lr_scale, jnp.float32)),
-                     end_epoch=self._put(jnp.asarray(end_epoch, jnp.int32)))
-    return state.replace(extra=new_extra)
-
-  # The train step.
-
-  def make_train_step(self):
-    net, matcher, tx, cfg = self.model, self.matcher, self.tx, self.config.qaconv
-    schedule = self.schedule
-
-    def train_step(state: TrainState, batch):
-      labels = batch['label']
-
-      def loss_fn(params):
-        out, net_vars = net.apply(
-            {'params': params['net'], 'batch_stats': state.batch_stats['net']}, batch['image'],
-            train=True, mutable=['batch_stats'])  # Unchanged when BatchNorm is frozen.
-        maps = out['feature_map']
-        scores, matcher_stats = qaconv_lib.qaconv_batch_scores(
-            matcher, {'params': params['matcher'], 'batch_stats': state.batch_stats['matcher']},
-            maps, train=True)
-        if cfg.loss == 'triplet':
-          terms = losses.qaconv_triplet_metrics(scores, labels, cfg.margin)
-        elif cfg.loss == 'pairwise':
-          terms = {'loss': losses.pairwise_matching_loss(scores, labels),
-                   'accuracy': losses.qaconv_triplet_metrics(scores, labels, 0.0)['accuracy']}
-        else:
-          raise ValueError(f"config.qaconv.loss must be 'triplet' or 'pairwise', got {cfg.loss!r}.")
-        return terms['loss'], (terms, matcher_stats, net_vars.get('batch_stats', {}))
-
-      (loss, (terms, matcher_stats, net_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-          state.params)
-      updates, opt_state = tx.update(grads, state.opt_state, state.params)
-      # The adaptive decay scales the whole step: SGD applies the learning rate last.
-      scale = state.extra['lr_scale']
-      updates = jax.tree.map(lambda u: u * scale, updates)
-      params = optax.apply_updates(state.params, updates)
-      extra = dict(state.extra)
-      extra['loss_sum'] = state.extra['loss_sum'] + loss
-      extra['loss_count'] = state.extra['loss_count'] + 1
-      metrics = {**{k: v for k, v in terms.items()}, 'grad_norm': optax.global_norm(grads),
-                 'lr': schedule(state.step) * scale}
-      new_state = state.replace(
-          step=state.step + 1, params=params, opt_state=opt_state, extra=extra,
-          batch_stats={'net': net_stats, 'matcher': matcher_stats})
-      return new_state, metrics
-
-    replicated = parallel.replicated_sharding(self.mesh)
-    return jax.jit(train_step, donate_argnums=(0,),
-                   in_shardings=(replicated, parallel.data_sharding(self.mesh)),
-                   out_shardings=(replicated, replicated))
-
-  # Evaluation.
-
-  def feature_maps(self, state: TrainState, split: ReIDSplit) -> np.ndarray:
-    """Feature maps [N, h, w, c] of a split (eval transform)."""
-    if getattr(self, '_predict', None) is None:
-      self._predict = inference.make_predict_fn(self.model, self.mesh, output='feature_map')
-    variables = {'params': state.params['net'], 'batch_stats': state.batch_stats['net']}
-    return inference.extract_features(self._predict, variables, split, self.config.input,
-                                      self.config.eval.batch_size, self.mesh)
-
-  def scores(self, state: TrainState, query_maps: np.ndarray, gallery_maps: np.ndarray):
-    cfg = self.config.qaconv
-    variables = {'params': state.params['matcher'], 'batch_stats': state.batch_stats['matcher']}
-    dtype = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[cfg.score_dtype]
+  def score(variables, query_maps, gallery_maps):
     return qaconv_lib.pairwise_scores(variables, query_maps, gallery_maps,
                                       query_block=cfg.query_block,
-                                      gallery_block=cfg.gallery_block, dtype=dtype)
+                                      gallery_block=cfg.gallery_block, dtype=_score_dtype(config))
 
-  def evaluate(self, state: TrainState, splits: dict[str, Any] | None = None,
-               post: bool = True) -> inference.EvalOutput:
-    """QAConv rank metrics on `splits` (default: this dataset's), with re-ranking and TLift rows
-    where the images have times (module docstring)."""
-    cfg = self.config.qaconv
-    if splits is None:
-      query, gallery = self.splits['query'], self.test_gallery
-      time_splits, time_model = [self.train_split, query, gallery], cfg.time_model
+  return Inference(
+      model=net, init=init, embed=embed_fn,
+      variables=lambda params, stats: {'params': params['net'], 'batch_stats': stats['net']},
+      score=score,
+      score_variables=lambda params, stats: {'params': params['matcher'],
+                                             'batch_stats': stats['matcher']},
+      normalize=False)
+
+
+def _load_trunk(config: ml_collections.ConfigDict):
+  """ImageNet weights of a ResNet (torchvision / IBN-Net state dict) for the layer3 trunk."""
+  path = config.model.get('pretrained', '')
+  if not path:
+    return None
+
+  def load(variables):
+    from jreid import weights  # pylint: disable=g-import-not-at-top
+    net = weights.load_pretrained_trunk(
+        {'params': variables['params']['net'], 'batch_stats': variables['batch_stats']['net']},
+        path, config.model)
+    return {'params': {**variables['params'], 'net': net['params']},
+            'batch_stats': {**variables['batch_stats'], 'net': net['batch_stats']}}
+
+  return load
+
+
+def build(config: ml_collections.ConfigDict, data: Data, mesh: jax.sharding.Mesh,
+          workdir: pathlib.Path) -> Method:
+  from data_pipelines import graph_sampler  # pylint: disable=g-import-not-at-top
+  from data_pipelines import validate  # pylint: disable=g-import-not-at-top
+  cfg = config.qaconv
+  inf = inference(config, data.num_classes)
+  net, matcher = networks(config, data.num_classes)
+  train_split = data.train
+  sampler = graph_sampler.GraphSampler(train_split.labels, config.batch_size,
+                                       config.sampler.num_instances, config.seed)
+  steps = sampler.batches_per_epoch
+  tx, schedule = parts.optimizer(config, steps, parts.abstract_params(inf))
+  c, b = sampler.num_classes, config.batch_size
+  extra = QAConvState(
+      lr_scale=jnp.ones([], jnp.float32), end_epoch=jnp.zeros([], jnp.int32),
+      base_loss=jnp.full([], jnp.nan, jnp.float32), loss_sum=jnp.zeros([], jnp.float32),
+      loss_count=jnp.zeros([], jnp.int32), gs_epoch=jnp.full([], -1, jnp.int32),
+      gs_positions=jnp.zeros([c], jnp.int32), gs_batches=jnp.zeros([c, b], jnp.int32))
+  state = parts.initial_state(inf, tx, config, mesh, extra=extra,
+                              load_weights=_load_trunk(config))
+  maps_of = parts.embedder(inf, mesh, flip=False)
+  test_maps_of = parts.embedder(inf, mesh, flip=bool(config.eval.flip))
+  put = lambda value: jax.device_put(value, parallel.replicated_sharding(mesh))
+
+  def scores(state, query_maps, gallery_maps):
+    return inf.score(inf.score_variables(state.params, state.batch_stats), query_maps,
+                     gallery_maps)
+
+  def forward(params, batch_stats, batch, rng):
+    del rng
+    out, net_vars = net.apply(
+        {'params': params['net'], 'batch_stats': batch_stats['net']}, batch['image'],
+        train=True, mutable=['batch_stats'])  # Unchanged when BatchNorm is frozen.
+    batch_scores, matcher_stats = qaconv_lib.qaconv_batch_scores(
+        matcher, {'params': params['matcher'], 'batch_stats': batch_stats['matcher']},
+        out['feature_map'], train=True)
+    return {'scores': batch_scores}, {'net': net_vars.get('batch_stats', {}),
+                                      'matcher': matcher_stats}
+
+  def objective(outputs, batch, state: TrainState):
+    labels = batch['label']
+    terms = objectives.compute_losses(outputs, labels, config.loss)
+    loss = objectives.total_loss(terms)
+    quality = losses.qaconv_triplet_metrics(jax.lax.stop_gradient(outputs['scores']), labels,
+                                            0.0)
+    metrics = {**{f'loss_{k}': v for k, v in terms.items()}, 'accuracy': quality['accuracy'],
+               'finite_fraction': quality['finite_fraction']}
+    extra = state.extra.replace(loss_sum=state.extra.loss_sum + loss,
+                                loss_count=state.extra.loss_count + 1)
+    return loss, metrics, extra
+
+  def num_epochs(state: TrainState) -> int:
+    end = int(state.extra.end_epoch)
+    return min(end, config.train.epochs) if end else config.train.epochs
+
+  def begin_epoch(state: TrainState, epoch: int) -> TrainState:
+    extra = jax.device_get(state.extra)
+    sampler.load_state_dict({'positions': np.asarray(extra.gs_positions, np.int64),
+                             'epoch': int(extra.gs_epoch), 'batches': extra.gs_batches})
+    if int(extra.gs_epoch) == epoch:  # Resumed inside this epoch: its batches are restored.
+      return state
+    if epoch < cfg.gs_pre_epochs:
+      # Random class neighbours (the reference's random start before the first graph).
+      rng = np.random.default_rng([config.seed, 3, epoch])
+      class_dist = rng.random((sampler.num_classes, sampler.num_classes))
     else:
-      query = splits['query']
-      gallery = _subset(splits['gallery'], splits['gallery'].pids != -1)
-      time_splits = [s for s in (splits.get('train'), query, gallery) if s is not None and len(s)]
-      time_model = None  # Only the training dataset's clock is configured.
-    qmaps = self.feature_maps(state, query)
-    gmaps = self.feature_maps(state, gallery)
-    qg = self.scores(state, qmaps, gmaps)
-    max_rank = self.config.eval.max_rank
+      reps = validate.subset(train_split, sampler.pick_representatives(epoch))
+      maps = maps_of(state.params, state.batch_stats, reps, config.input,
+                     config.eval.batch_size, progress=False)
+      class_dist = -scores(state, maps, maps)
+    sampler.build_epoch(epoch, class_dist)
+    built = sampler.state_dict()
+    return state.replace(extra=state.extra.replace(
+        gs_epoch=put(jnp.asarray(epoch, jnp.int32)),
+        gs_positions=put(jnp.asarray(built['positions'], jnp.int32)),
+        gs_batches=put(jnp.asarray(built['batches'], jnp.int32)),
+        loss_sum=put(jnp.zeros([], jnp.float32)), loss_count=put(jnp.zeros([], jnp.int32))))
 
-    def rank(dist):
+  def end_epoch(state: TrainState, epoch: int) -> TrainState:
+    """The adaptive schedule (module docstring), decided once per epoch on the host."""
+    extra = jax.device_get(state.extra)
+    loss = float(extra.loss_sum) / max(int(extra.loss_count), 1)
+    base_loss, lr_scale, end = adaptive_schedule(
+        epoch + 1, loss, float(extra.base_loss), float(extra.lr_scale), int(extra.end_epoch),
+        cfg.decay_ratio, cfg.decay_factor, config.train.epochs)
+    return state.replace(extra=state.extra.replace(
+        base_loss=put(jnp.asarray(base_loss, jnp.float32)),
+        lr_scale=put(jnp.asarray(lr_scale, jnp.float32)),
+        end_epoch=put(jnp.asarray(end, jnp.int32))))
+
+  def evaluate(state: TrainState, splits=None, post: bool = True) -> evaluator.EvalOutput:
+    """QAConv rank metrics on `splits` (default: this dataset's), with the re-ranking and TLift
+    rows where configured and the images have times (module docstring)."""
+    is_own = splits is None
+    splits = splits or data.splits
+    query = splits['query']
+    # The reference tests against a gallery without junk images (its loader drops pid -1).
+    gallery = validate.subset(splits['gallery'], np.flatnonzero(splits['gallery'].pids != -1))
+    qmaps = test_maps_of(state.params, state.batch_stats, query, config.input,
+                         config.eval.batch_size)
+    gmaps = test_maps_of(state.params, state.batch_stats, gallery, config.input,
+                         config.eval.batch_size)
+    qg = scores(state, qmaps, gmaps)
+    max_rank = config.eval.max_rank
+
+    def rank(dist, roc=False):
       return evaluate_rank(dist, query.pids, gallery.pids, query.camids, gallery.camids,
-                           max_rank=max_rank)
+                           max_rank=max_rank, roc=roc)
 
     dist = qaconv_rerank.qaconv_distance(qg)
-    result = rank(dist)
+    result = rank(dist, roc=post and config.eval.roc)
     extra_rows = {}
-    if post and cfg.tlift and time_model:
-      q_times, g_times = tlift_lib.split_times(time_splits, time_model=time_model)[-2:]
-      out = qaconv_rerank.qaconv_rerank_tlift(
-          qg, self.scores(state, qmaps, qmaps), self.scores(state, gmaps, gmaps), query.camids,
-          gallery.camids, q_times, g_times, k1=cfg.rerank_k1, k2=cfg.rerank_k2,
-          lambda_value=cfg.rerank_lambda, tau=cfg.tau, sigma=cfg.sigma, K=cfg.K, alpha=cfg.alpha,
-          distance=cfg.rerank_distance)
-      extra_rows['rerank'] = rank(out['rerank']).to_dict()
-      extra_rows['rerank + TLift'] = rank(out['tlift']).to_dict()
-    return inference.EvalOutput(result.to_dict(), result, distmat=dist, extra_rows=extra_rows,
-                                gallery=gallery)
+    if post and config.eval.rerank:
+      qq, gg = scores(state, qmaps, qmaps), scores(state, gmaps, gmaps)
+      ev = config.eval
+      reranked = qaconv_rerank.qaconv_rerank(qg, qq, gg, ev.rerank_k1, ev.rerank_k2,
+                                             ev.rerank_lambda, cfg.rerank_distance)
+      extra_rows['rerank'] = rank(reranked).to_dict()
+      if cfg.tlift and is_own:  # Only the training dataset's clock is configured.
+        q_times, g_times = tlift_lib.split_times([train_split, query, gallery],
+                                                 time_model=cfg.time_model)[-2:]
+        lifted = tlift_lib.tlift(1.0 - reranked, query.camids, gallery.camids, q_times, g_times,
+                                 tau=cfg.tau, sigma=cfg.sigma, K=cfg.K, alpha=cfg.alpha)
+        extra_rows['rerank + TLift'] = rank((1.0 - lifted).astype(np.float32)).to_dict()
+    return evaluator.EvalOutput(result.to_dict(), result, distmat=dist, extra_rows=extra_rows,
+                                query=query, gallery=gallery)
 
-  def report_sections(self, state: TrainState, output: inference.EvalOutput):
+  def report_sections(state: TrainState, output: evaluator.EvalOutput):
     """Correspondences of a few queries with their best gallery match (paper Fig. 2)."""
     from jreid import report  # pylint: disable=g-import-not-at-top
-    query = self.splits['query']
-    gallery = output.gallery if output.gallery is not None else self.splits['gallery']
+    query, gallery = output.query, output.gallery
     rows = np.linspace(0, len(query) - 1, num=min(4, len(query))).astype(int)
     best = [int(np.argmin(output.query_distances(int(i)))) for i in rows]
-    qmaps = self.feature_maps(state, _subset(query, rows, 'query'))
-    gmaps = self.feature_maps(state, _subset(gallery, np.asarray(best), 'gallery'))
-    size = (self.config.input.height, self.config.input.width)
+    qmaps = maps_of(state.params, state.batch_stats, validate.subset(query, rows),
+                    config.input, config.eval.batch_size, progress=False)
+    gmaps = maps_of(state.params, state.batch_stats, validate.subset(gallery, np.asarray(best)),
+                    config.input, config.eval.batch_size, progress=False)
+    size = (config.input.height, config.input.width)
     pairs = []
     for k, (qi, gi) in enumerate(zip(rows, best)):
       same = 'same identity' if query.pids[qi] == gallery.pids[gi] else 'different identity'
-      pairs.append((report._decode(query.images[qi], size),  # pylint: disable=protected-access
-                    report._decode(gallery.images[gi], size),  # pylint: disable=protected-access
+      pairs.append((report.decode_image(query.images[qi], size),
+                    report.decode_image(gallery.images[gi], size),
                     qmaps[k], gmaps[k], f'query {query.pids[qi]} / top-1 {gallery.pids[gi]} '
                     f'({same})'))
-    plot_correspondences(pairs, self.workdir / 'correspondences.png', qmaps.shape[1:3])
+    plot_correspondences(pairs, workdir / 'correspondences.png', qmaps.shape[1:3])
     return [('QAConv correspondences', 'Each query (left) with its top-ranked gallery image '
              '(right); lines join the most confident matched locations (the best gallery '
              'location of each query location), brightest = most confident.',
              'correspondences.png')]
 
-  def describe(self) -> str:
-    config = self.config
-    m = config.model
-    return (f'QAConv-GS: backbone `{m.backbone.name}` (width {m.backbone.width}) to '
-            f'{m.qaconv.final_layer}, neck {m.qaconv.neck}, matcher over {self.matcher.hw} '
-            f'locations; {config.qaconv.loss} loss; graph sampler with batch {config.batch_size} '
-            f'({config.batch_size // config.sampler.num_instances} classes x '
-            f'{config.sampler.num_instances}), {self.steps_per_epoch} steps per epoch, at most '
-            f'{config.train.epochs} epochs with the adaptive schedule; input '
-            f'{config.input.height}x{config.input.width}.')
+  m = config.model
+  describe = (f'QAConv-GS: backbone `{m.backbone.name}` (width {m.backbone.width}) to '
+              f'{m.qaconv.final_layer}, neck {m.qaconv.neck}, matcher over {matcher.hw} '
+              f'locations; loss {", ".join(config.loss.names)}; graph sampler with batch '
+              f'{config.batch_size} ({config.batch_size // config.sampler.num_instances} classes '
+              f'x {config.sampler.num_instances}), {steps} steps per epoch, at most '
+              f'{config.train.epochs} epochs with the adaptive schedule; input '
+              f'{config.input.height}x{config.input.width}{parts.describe_options(config)}.')
+  return Method(
+      name='qaconv', inference=inf, state=state, tx=tx, schedule=schedule, forward=forward,
+      objective=objective, steps_per_epoch=steps,
+      batches=lambda state, start, stop: parts.sampler_batches(config, train_split, sampler,
+                                                               start, stop),
+      evaluate=evaluate, fingerprint=parts.fingerprint(config, data.num_classes),
+      describe=describe, num_epochs=num_epochs, begin_epoch=begin_epoch, end_epoch=end_epoch,
+      report_sections=report_sections, lr_scale=lambda extra: extra.lr_scale)
+
+
+def adaptive_schedule(finished: int, loss: float, base_loss: float, lr_scale: float,
+                      end_epoch: int, decay_ratio: float, decay_factor: float,
+                      max_epochs: int) -> tuple[float, float, int]:
+  """QAConv's adaptive schedule after epoch `finished` (1-based) with mean loss `loss`.
+
+  Returns the new (base_loss, lr_scale, end_epoch): epoch 2 sets the base loss; the first later
+  epoch whose loss is below decay_ratio x base multiplies the learning rate by decay_factor and
+  ends the run after epoch min(max_epochs, finished + finished // 2); decided once.
+  """
+  if finished == 2:
+    base_loss = loss
+  if finished >= 2 and lr_scale == 1.0 and loss < decay_ratio * base_loss:
+    lr_scale = decay_factor
+    end_epoch = min(max_epochs, finished + finished // 2)
+    parts.log(f'epoch {finished}: loss {loss:.4g} < {decay_ratio} x {base_loss:.4g} (epoch 2): '
+              f'learning rate x{decay_factor}, training ends after epoch {end_epoch}.')
+  return base_loss, lr_scale, end_epoch
 
 
 def location_matches(query_map: np.ndarray, gallery_map: np.ndarray, top: int
@@ -392,7 +393,7 @@ def plot_correspondences(pairs, path: pathlib.Path, map_size: tuple[int, int],
   pairs: [(query image uint8 [H, W, 3], gallery image, query map [h, w, c], gallery map, title)].
   """
   from jreid import report  # pylint: disable=g-import-not-at-top
-  plt = report._plt()  # pylint: disable=protected-access
+  plt = report.pyplot()
   fig, axes = plt.subplots(len(pairs), 1, figsize=(3.2, 3.0 * len(pairs)), squeeze=False)
   h, w = map_size
   for ax, (qimg, gimg, qmap, gmap, title) in zip(axes[:, 0], pairs):

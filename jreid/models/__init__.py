@@ -90,9 +90,10 @@ def default_model_config() -> Any:
 
 
 def build_model(model_cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
-  """Builds the model named by `model_cfg['name']` for `num_classes` training identities."""
-  if int(num_classes) < 1:
-    raise ValueError(f'num_classes must be >= 1 (the training identities), got {num_classes}.')
+  """Builds the model named by `model_cfg['name']` for `num_classes` training identities (0: an
+  embedding-only model, for the heads that support it)."""
+  if int(num_classes) < 0:
+    raise ValueError(f'num_classes must be >= 0 (the training identities), got {num_classes}.')
   try:
     build = ARCHITECTURES.get(model_cfg['name'])
   except ValueError as e:

@@ -45,7 +45,9 @@ class EmbeddingHead(nn.Module):
   """Reduction? -> BNNeck? -> classifier, all in float32.
 
   Attributes:
-    num_classes: number of training identities.
+    num_classes: number of training identities; 0: no classifier (methods whose objective works
+      on the embedding alone, e.g. Cluster Contrast's centroid memory), training then returns
+      {'features', 'embedding'}.
     with_bnneck: apply the bias-free BatchNorm neck ('bnneck' head) or not ('linear' head).
     neck_feat: which feature the metric (triplet) loss sees in training: 'before' the neck
       (the pooled feature, FastReID's default) or 'after' it. Evaluation always returns the
@@ -81,13 +83,15 @@ class EmbeddingHead(nn.Module):
       embedding = nn.BatchNorm(
           use_running_average=not train, use_bias=False, name='bnneck', **BATCH_NORM_ARGS
       )(embedding)
+    features = pooled if self.neck_feat == 'before' else embedding
+    if not self.num_classes:
+      return {'features': features, 'embedding': embedding} if train else {'embedding': embedding}
     classifier = Classifier(self.num_classes, self.cls_layer, self.cls_scale, self.cls_margin,
                             name='classifier')
     if not train:
       if self.is_initializing():
         classifier(embedding)  # the parameter tree must not depend on the mode of `init`
       return {'embedding': embedding}
-    features = pooled if self.neck_feat == 'before' else embedding
     return _classify(classifier, embedding, features, labels)
 
 

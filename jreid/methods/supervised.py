@@ -1,0 +1,147 @@
+"""Supervised re-ID with identity labels: FastReID's Baseline recipes (BoT, AGW, SBS, MGN, ...).
+
+`config.method = 'supervised'`. The model is built from the config's registries (backbone,
+pooling, head: `jreid.models.build_model`), batches come from an identity sampler
+(`config.sampler`: P x K, camera-balanced or set re-weighted), and the loss is the weighted sum of
+the terms of `config.loss` (`jreid.objectives`). Test features are the embeddings, ranked by
+`config.eval.metric`.
+
+Sections owned: `loss`, `sampler`.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from jreid import models
+from jreid import objectives
+from jreid import parts
+from jreid.method import Data, Inference, Method, TrainState
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """The sections this method owns, at FastReID's defaults (BoT: CE + triplet, P x K)."""
+  c = ml_collections.ConfigDict()
+  c.method = 'supervised'
+  c.loss = objectives.loss_config(('cross_entropy', 'triplet'), 'focal', 'circle', 'cosface')
+  c.sampler = ml_collections.ConfigDict()
+  c.sampler.name = 'pk'  # 'pk' | 'balanced' | 'set_reweight' (data_pipelines.samplers).
+  c.sampler.num_instances = 4  # K; P = batch_size // K.
+  c.sampler.set_weight = ()  # 'set_reweight': identities per set (camid) per unit; () = 1 each.
+  return c
+
+
+def _images(config: ml_collections.ConfigDict, n: int = 1) -> jax.Array:
+  return jnp.zeros((n, config.input.height, config.input.width, 3), jnp.uint8)
+
+
+def inference(config: ml_collections.ConfigDict, num_classes: int) -> Inference:
+  """The model and its embedding (`outputs['embedding']` in eval mode)."""
+  model = models.build_model(config.model, num_classes)
+
+  def init(rng):
+    return model.init(rng, _images(config), train=False)
+
+  def embed(variables, images):
+    return model.apply(variables, images, train=False)['embedding']
+
+  return Inference(model=model, init=init, embed=embed)
+
+
+def build_sampler(config: ml_collections.ConfigDict, split):
+  """config.sampler's identity sampler over a split's labels."""
+  from data_pipelines import samplers  # pylint: disable=g-import-not-at-top
+  return samplers.build_sampler(config.sampler, split.labels, split.camids, config.batch_size,
+                                config.seed, config.train.steps_per_epoch or None)
+
+
+def forward_fn(model):
+  """The training-mode forward pass of a Baseline-style model; labels reach the classifier for
+  margin layers (ArcFace, CosFace, CircleSoftmax)."""
+
+  def forward(params, batch_stats, batch, rng):
+    outputs, mutated = model.apply({'params': params, 'batch_stats': batch_stats},
+                                   batch['image'], train=True, labels=batch['label'],
+                                   mutable=['batch_stats'], rngs={'dropout': rng})
+    return outputs, mutated['batch_stats']
+
+  return forward
+
+
+def objective_fn(config: ml_collections.ConfigDict):
+  """The weighted terms of config.loss; accuracy of the margin-free logits (as FastReID)."""
+
+  def objective(outputs, batch, state: TrainState):
+    terms = objectives.compute_losses(outputs, batch['label'], config.loss)
+    logits = outputs.get('pred_class_logits', outputs['logits'])
+    metrics = {**{f'loss_{k}': v for k, v in terms.items()},
+               'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label'])}
+    return objectives.total_loss(terms), metrics, state.extra
+
+  return objective
+
+
+def build(config: ml_collections.ConfigDict, data: Data, mesh: jax.sharding.Mesh,
+          workdir: pathlib.Path) -> Method:
+  del workdir
+  inf = inference(config, data.num_classes)
+  sampler = build_sampler(config, data.train)
+  steps = sampler.batches_per_epoch
+  tx, schedule = parts.optimizer(config, steps, parts.abstract_params(inf))
+  state = parts.initial_state(inf, tx, config, mesh, load_weights=parts.pretrained_loader(config))
+  m = config.model
+  describe = (f'Backbone `{m.backbone.name}` (width {m.backbone.width}, last stride '
+              f'{m.backbone.last_stride}), pooling `{m.pooling.name}`, head `{m.head.name}`, losses '
+              f'{", ".join(config.loss.names)}; {config.train.epochs * steps} steps '
+              f'({config.train.epochs} epochs x {steps}), batch {config.batch_size}, input '
+              f'{config.input.height}x{config.input.width}{parts.describe_options(config)}.')
+  return Method(
+      name='supervised', inference=inf, state=state, tx=tx, schedule=schedule,
+      forward=forward_fn(inf.model), objective=objective_fn(config), steps_per_epoch=steps,
+      batches=lambda state, start, stop: parts.sampler_batches(config, data.train, sampler,
+                                                               start, stop),
+      evaluate=parts.embedding_evaluation(inf, config, mesh, data),
+      fingerprint=parts.fingerprint(config, data.num_classes), describe=describe)
+
+
+# FastReID's model-zoo recipes (configs/bagtricks.py, agw.py, sbs.py, mgn.py): a variant
+# `DATASET[,BACKBONE]` (or `dataset=...,backbone=...`) selects the zoo's data and backbone.
+
+# FastReID model-zoo backbone names -> jreid backbone names.
+FASTREID_BACKBONES = {
+    'r50': 'resnet50',
+    'r50_ibn': 'resnet50_ibn_a',  # FastReID WITH_IBN: IBN-a.
+    's50': 'resnest50',
+    'r101_ibn': 'resnet101_ibn_a',
+}
+FASTREID_DATASETS = ('market1501', 'dukemtmc', 'msmt17', 'veri')
+
+
+def fastreid_variant(arg: str | None, where: str) -> ml_collections.ConfigDict:
+  """`dataset` ('synthreid' or a zoo dataset) and `backbone` (a zoo name) of a recipe's variant
+  (jreid.config_args syntax: `:market1501,r50_ibn` or `:dataset=market1501,backbone=r50_ibn`)."""
+  from jreid import config_args  # pylint: disable=g-import-not-at-top
+  shorthands = {d: {'dataset': d} for d in FASTREID_DATASETS}
+  shorthands.update({b: {'backbone': b} for b in FASTREID_BACKBONES})
+  return config_args.parse_arg(
+      arg, where=where, shorthands=shorthands,
+      choices={'dataset': ('synthreid',) + FASTREID_DATASETS,
+               'backbone': tuple(FASTREID_BACKBONES)},
+      dataset='synthreid', backbone='r50')
+
+
+def set_fastreid_data(config: ml_collections.ConfigDict, dataset: str, backbone: str) -> None:
+  """The dataset and backbone of a named variant (FastReID uses one recipe for every person set)."""
+  config.dataset.name = dataset
+  config.model.backbone.name = FASTREID_BACKBONES[backbone]
+  if backbone != 's50':
+    # FastReID's ResNet stem max-pool (unpadded, ceil mode; jreid.models.resnet.stem_max_pool):
+    # the model zoo was trained with it, so its checkpoints need it to give FastReID's features.
+    config.model.backbone.stem_pool = 'fastreid'
+  if dataset == 'veri':
+    # FastReID configs/VeRi: square vehicle crops.
+    config.input.height, config.input.width = 256, 256

@@ -1,0 +1,55 @@
+"""The tiny settings every end-to-end test shrinks a config to (seconds per run on a CPU).
+
+`config(name, tmp_path)` loads `configs/<name>.py` (by path, as `jreid.main` does) and shrinks it:
+a SynthReID of 16 + 12 identities, a width-8 backbone, 32x16 images, batch 16, 3 steps per epoch.
+`OVERRIDES` are the same settings as `--config.KEY=VALUE` flags for subprocess runs.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+from jreid import config_checks
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+OVERRIDES = {
+    'dataset.synth.num_train_ids': 16, 'dataset.synth.num_test_ids': 12,
+    'dataset.synth.num_distractors': 10, 'dataset.synth.num_junk': 5,
+    'model.backbone.width': 8, 'input.height': 32, 'input.width': 16, 'batch_size': 16,
+    'train.epochs': 2, 'train.steps_per_epoch': 3, 'train.log_every_steps': 1,
+    'train.checkpoint_every_steps': 1, 'eval.untrained': False,
+    'eval.histogram_baseline': False, 'optim.warmup_epochs': 1, 'optim.milestones': '(1,)',
+    'eval.batch_size': 32, 'eval.rank_list_queries': 2,
+}
+
+
+def shrink(config, cache_dir, epochs: int = 2, steps: int = 3):
+  """`config` with the tiny data, model and schedule (in place; returned)."""
+  config.dataset.cache_dir = str(cache_dir)
+  synth = config.dataset.synth
+  synth.num_train_ids, synth.num_test_ids = 16, 12
+  synth.num_distractors, synth.num_junk = 10, 5
+  config.model.backbone.width = 8
+  config.input.height, config.input.width = 32, 16
+  config.augment.pad = 2
+  config.batch_size = 16
+  if 'sampler' in config:
+    config.sampler.num_instances = min(config.sampler.num_instances, 4)
+  config.train.epochs = epochs
+  config.train.steps_per_epoch = steps
+  config.train.log_every_steps = 2
+  config.train.checkpoint_every_steps = 2
+  config.optim.warmup_epochs = 1
+  config.optim.milestones = (1,)
+  config.optim.delay_epochs = 0
+  config.optim.freeze_iters = min(config.optim.freeze_iters, 1)
+  config.eval.batch_size = 32
+  config.eval.rank_list_queries = 2
+  return config
+
+
+def config(name: str, tmp_path, variant: str | None = None, **kwargs):
+  """configs/<name>.py[:variant], shrunk (`shrink`), its data cached under tmp_path/cache."""
+  spec = f'{REPO}/configs/{name}.py' + (f':{variant}' if variant else '')
+  return shrink(config_checks.load_config_file(spec), pathlib.Path(tmp_path) / 'cache', **kwargs)
