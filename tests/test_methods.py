@@ -37,6 +37,7 @@ VARIANTS = {
              'veri_cam', 'market1501,cam'],
     'agw_sysu': [None, 'paper'], 'agw_regdb': [None, 'paper'],
     'cmgr_sysu': [None, 'paper'], 'cmgr_regdb': [None, 'paper', 'recipe=paper'],
+    'cluster_contrast': [None, 'hard', 'market1501', 'msmt17', 'market1501,hard'],
 }
 CONFIG_FILES = sorted(p.stem for p in (tiny.REPO / 'configs').glob('*.py'))
 
@@ -123,9 +124,12 @@ def _tiny(name, tmp_path):
     config.batch_size = 8
     config.dataset.synth.num_train_ids = 4  # One graph-sampled batch per class: 4 steps an epoch.
     config.train.steps_per_epoch = 0
-  elif name == 'pplr':
+  elif name in ('pplr', 'cluster_contrast'):
     config.input.height = 48
-    config.pplr.k1, config.pplr.eps, config.pplr.k = 10, 0.7, 5
+    section = config[name]
+    section.k1, section.eps = 10, 0.7
+    if name == 'pplr':
+      config.pplr.k = 5
   elif name == 'agw_sysu':
     cm = config.cross_modality
     cm.num_ids, cm.num_visible, cm.num_infrared, cm.num_trials = 4, 2, 2, 2
@@ -153,7 +157,7 @@ def _assert_same(a, b):
     jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6), x, y)
 
 
-@pytest.mark.parametrize('name', ['bagtricks', 'qaconv', 'pplr', 'agw_sysu'])
+@pytest.mark.parametrize('name', ['bagtricks', 'qaconv', 'pplr', 'agw_sysu', 'cluster_contrast'])
 def test_every_method_resumes_exactly_and_its_checkpoint_evaluates(name, tmp_path):
   config = _tiny(name, tmp_path)
   straight = train.build_run(config, tmp_path / 'straight')
