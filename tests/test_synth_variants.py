@@ -2,7 +2,9 @@
 
 import collections
 import dataclasses
+import hashlib
 import io
+import json
 import pathlib
 
 import ml_collections
@@ -263,3 +265,50 @@ def test_registered_synthetic_variants_load(tmp_path):
       f'synthreid_v1_{synthreid.spec_hash(dataclasses.replace(TINY, query_occlusion="mixed"))}',
       f'synthreid_ir_v1_{synthreid.spec_hash(TINY)}',
       f'synthvehicle_v1_{synthvehicle.spec_hash(TINY_VEHICLE)}'])
+
+
+# --- unchanged output ---------------------------------------------------------------------------
+
+# Recorded from the generators as they were before `synthreid` became a package: every variant
+# must keep its file tree, its metadata files and the pixels of every image. Pixels (not JPEG
+# bytes) are hashed so that another Pillow build does not fail the test.
+GENERATED_SHA256 = {
+    'a': 'a142158adf28f3e3cd5e485276f90a54bbb7f3a84f79caa088cf99c927aee3bb',
+    'b_mixed': '3bc2d6afbf77ce7693d1e7d26c3d987a0ba15d93fc4d80fc10b2a03929c0fd8d',
+    'infrared': 'f8afa41d7903bdfbbecf5e33013f6a46767927a5c4ff7a9ba96e7f45dcc7506e',
+    'vehicle': 'be367140890adc571cf3514981d2a2fbf2326fb5763598ecfbc5056bb95d0ee7',
+}
+
+
+def generated_digest(root: pathlib.Path, images: list[np.ndarray]) -> str:
+  """sha256 of the file tree under `root`, its non-JPEG files and the rendered `images`."""
+  digest = hashlib.sha256()
+  for path in sorted(p for p in root.rglob('*') if p.is_file()):
+    digest.update(path.relative_to(root).as_posix().encode() + b'\n')
+    if path.suffix == '.json':
+      info = json.loads(path.read_text())
+      info.pop('generation_seconds')
+      digest.update(json.dumps(info, sort_keys=True).encode())
+    elif path.suffix != '.jpg':
+      digest.update(path.read_bytes())
+  for image in images:
+    digest.update(image.tobytes())
+  return digest.hexdigest()
+
+
+def test_generated_files_are_unchanged(tmp_path):
+  spec_b = dataclasses.replace(TINY, domain='b', query_occlusion='mixed')
+  runs = {
+      'a': (synthreid.generate_synthreid, TINY, synthreid.plan_shots, synthreid.render_shot),
+      'b_mixed': (synthreid.generate_synthreid, spec_b, synthreid.plan_shots,
+                  synthreid.render_shot),
+      'infrared': (synthreid.generate_synthreid_ir, TINY, synthreid.plan_ir_shots,
+                   synthreid.render_shot),
+      'vehicle': (synthvehicle.generate_synthvehicle, TINY_VEHICLE, synthvehicle.plan_shots,
+                  synthvehicle.render_shot),
+  }
+  digests = {}
+  for name, (generate, spec, plan, render) in runs.items():
+    root = generate(tmp_path / name, spec)
+    digests[name] = generated_digest(root, [render(spec, shot) for shot in plan(spec)])
+  assert digests == GENERATED_SHA256
