@@ -169,7 +169,7 @@ def random_erasing(prob: float = 0.5, area: Sequence[float] = (0.02, 0.4), min_a
                                          int(max_attempts))
 
     def erase() -> tf.Tensor:
-      # Slices and concatenations: tf.where over the whole image is ~10x slower on CPU.
+      # Slices and concatenations: tf.where over the whole image is much slower on CPU.
       fill_shape = tf.stack([h, w, 3])
       if value == 'random':
         fill = tf.random.stateless_uniform(fill_shape, fill_seed, 0, 256, dtype=tf.int32)

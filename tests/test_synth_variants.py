@@ -271,9 +271,9 @@ def test_registered_synthetic_variants_load(tmp_path):
 
 # --- unchanged output ---------------------------------------------------------------------------
 
-# Recorded from the generators as they were before `synthreid` became a package: every variant
-# must keep its file tree, its metadata files and the pixels of every image. Pixels (not JPEG
-# bytes) are hashed so that another Pillow build does not fail the test.
+# Digests of every variant's file tree, metadata files and image pixels, recorded from the
+# reference generators: reorganising the code must leave them unchanged. Pixels (not JPEG bytes)
+# are hashed so that another Pillow build does not fail the test.
 GENERATED_SHA256 = {
     'a': 'a142158adf28f3e3cd5e485276f90a54bbb7f3a84f79caa088cf99c927aee3bb',
     'b_mixed': '3bc2d6afbf77ce7693d1e7d26c3d987a0ba15d93fc4d80fc10b2a03929c0fd8d',
