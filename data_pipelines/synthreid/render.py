@@ -118,6 +118,8 @@ _BOX_HEIGHT = 1.08
 
 @dataclasses.dataclass(frozen=True)
 class Person:
+  """How one identity looks: body proportions, colours, garment kinds and accessories."""
+
   head: float  # head height as a fraction of body height
   waist: float  # waist height (0 = head top, 1 = soles)
   build: float  # width factor
@@ -156,6 +158,7 @@ def _colour_group(seed: int, group: int, domain: str = 'a') -> tuple[np.ndarray,
 
 @functools.lru_cache(maxsize=512)
 def person_look(spec: SynthReIDSpec, key: tuple[int, int, int, int]) -> Person:
+  """The visible look of the person with seed key `key` (`Shot.person_key`)."""
   rng = np.random.default_rng(list(key))
   upper, upper2, lower, shoes = _colour_group(
       spec.seed, int(rng.integers(spec.num_colour_groups)), spec.domain)
@@ -202,6 +205,7 @@ def _pattern(p: Person) -> Colour:
 
 
 def darker(colour: Colour, factor: float = 0.78) -> Colour:
+  """`colour` (an RGB array or a pattern function) scaled by `factor`."""
   if callable(colour):
     return lambda u, v: colour(u, v) * factor
   return colour * factor
@@ -424,6 +428,8 @@ def _draw_person(c: Canvas, p: Person, view: int, phase: float):
 
 @dataclasses.dataclass(frozen=True)
 class Camera:
+  """How one camera renders: illumination, colour cast, haze, optics, noise and its scene."""
+
   gain: float
   cast: np.ndarray
   haze: float
@@ -437,6 +443,7 @@ class Camera:
 
 @functools.lru_cache(maxsize=16)
 def camera_look(spec: SynthReIDSpec, cam: int) -> Camera:
+  """Visible camera `cam` (1-based) of `spec.domain`."""
   rng = keyed_rng(spec.seed, STREAM_CAMERA, cam)
   gamma, saturation = 1.0, 1.0
   if spec.domain == 'a':
