@@ -3,8 +3,8 @@
 Both are built from the same image operations on uint8 images [H, W, 3] (PIL `ImageOps` /
 `ImageEnhance` semantics, written here from their definitions): posterize, solarize,
 autocontrast, equalize, invert, the enhance blends (colour, contrast, brightness, sharpness)
-and the geometric ops (rotate, shear, translate) through `transforms.warp_affine` (nearest
-neighbour, fill 0). Every random choice comes from one `tf.random.stateless_*` draw per
+and the geometric ops (rotate, shear, translate) through `augment_primitives.warp_affine`
+(nearest neighbour, fill 0). Every random choice comes from one `tf.random.stateless_*` draw per
 transform, exposed by `autoaugment_draws` / `augmix_draws` so tests can replay it.
 
 References: Cubuk et al., "AutoAugment: Learning Augmentation Policies from Data", CVPR 2019
@@ -18,12 +18,8 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from data_pipelines import transforms
-
-Transform = transforms.Transform
-# Shared helpers of the transforms module (same coin and checks as its ops).
-_coin = transforms._coin  # pylint: disable=protected-access
-_check_prob = transforms._check_prob  # pylint: disable=protected-access
+from data_pipelines.augment_primitives import affine_inverse, check_prob, coin, warp_affine
+from data_pipelines.augment_registry import Transform, register_op
 
 # ----------------------------------------------------------------------------- image ops
 
@@ -133,31 +129,31 @@ def rotate(image: tf.Tensor, degrees: tf.Tensor | float) -> tf.Tensor:
   """Counter-clockwise (on screen) rotation about the image centre, fill 0."""
   h, w = _size(image)
   params = tf.stack([tf.cast(degrees, tf.float32), 0.0, 0.0, 1.0, 0.0])
-  return transforms.warp_affine(image, transforms.affine_inverse(params, h, w))
+  return warp_affine(image, affine_inverse(params, h, w))
 
 
 def shear_x(image: tf.Tensor, m: tf.Tensor | float) -> tf.Tensor:
   """PIL shear: output (x, y) takes input (x + m y, y), fill 0."""
   m = tf.cast(m, tf.float32)
-  return transforms.warp_affine(image, tf.stack([1.0, m, 0.0, 0.0, 1.0, 0.0]))
+  return warp_affine(image, tf.stack([1.0, m, 0.0, 0.0, 1.0, 0.0]))
 
 
 def shear_y(image: tf.Tensor, m: tf.Tensor | float) -> tf.Tensor:
   """PIL shear: output (x, y) takes input (x, m x + y), fill 0."""
   m = tf.cast(m, tf.float32)
-  return transforms.warp_affine(image, tf.stack([1.0, 0.0, 0.0, m, 1.0, 0.0]))
+  return warp_affine(image, tf.stack([1.0, 0.0, 0.0, m, 1.0, 0.0]))
 
 
 def translate_x(image: tf.Tensor, pixels: tf.Tensor | float) -> tf.Tensor:
   """PIL translate: output (x, y) takes input (x + pixels, y), fill 0."""
   p = tf.cast(pixels, tf.float32)
-  return transforms.warp_affine(image, tf.stack([1.0, 0.0, p, 0.0, 1.0, 0.0]))
+  return warp_affine(image, tf.stack([1.0, 0.0, p, 0.0, 1.0, 0.0]))
 
 
 def translate_y(image: tf.Tensor, pixels: tf.Tensor | float) -> tf.Tensor:
   """PIL translate: output (x, y) takes input (x, y + pixels), fill 0."""
   p = tf.cast(pixels, tf.float32)
-  return transforms.warp_affine(image, tf.stack([1.0, 0.0, 0.0, 0.0, 1.0, p]))
+  return warp_affine(image, tf.stack([1.0, 0.0, 0.0, 0.0, 1.0, p]))
 
 
 def _switch(index: tf.Tensor, branches: list[Callable[[], tf.Tensor]]) -> tf.Tensor:
@@ -269,6 +265,7 @@ def autoaugment_draws(seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
   return index, tf.random.stateless_uniform([5], u_seed)
 
 
+@register_op('autoaugment')
 def autoaugment(prob: float = 1.0) -> Transform:
   """With probability `prob`, one random sub-policy of the AutoAugment ImageNet policy.
 
@@ -278,7 +275,7 @@ def autoaugment(prob: float = 1.0) -> Transform:
   (INPUT.AUTOAUG) with a probability, before resizing. The policy is held as tables indexed
   by the drawn sub-policy, so the graph has one branch per distinct op, not per sub-policy.
   """
-  prob = _check_prob('autoaugment: prob', prob)
+  prob = check_prob('autoaugment: prob', prob)
   names = sorted({name for policy in IMAGENET_POLICY for name, _, _ in policy})
   op_table = tf.constant([[names.index(n) for n, _, _ in pol] for pol in IMAGENET_POLICY])
   prob_table = tf.constant([[p for _, p, _ in pol] for pol in IMAGENET_POLICY], tf.float32)
@@ -370,6 +367,7 @@ def augmix_draws(seed: tf.Tensor, width: int, max_depth: int, depth: int, severi
   }
 
 
+@register_op('augmix')
 def augmix(severity: float = 3.0, width: int = 3, depth: int = -1, alpha: float = 1.0,
            all_ops: bool = False, prob: float = 1.0) -> Transform:
   """With probability `prob`, AugMix (Hendrycks et al., ICLR 2020, Algorithm 1).
@@ -381,7 +379,7 @@ def augmix(severity: float = 3.0, width: int = 3, depth: int = -1, alpha: float 
   alpha): round((1 - m) x + m sum_i w_i chain_i(x)) on 0..255 values (the mixing is linear, so
   this equals mixing after a per-channel normalisation). Draws: `augmix_draws`.
   """
-  prob = _check_prob('augmix: prob', prob)
+  prob = check_prob('augmix: prob', prob)
   if int(width) < 1:
     raise ValueError(f'augmix: width must be >= 1, got {width}.')
   if int(depth) > 3 or not 0.1 < float(severity) <= 10.0 or float(alpha) <= 0.0:
@@ -427,7 +425,7 @@ def augmix(severity: float = 3.0, width: int = 3, depth: int = -1, alpha: float 
       out = (1.0 - draws['mix']) * tf.cast(image, tf.float32) + draws['mix'] * mix
       return tf.cast(tf.round(tf.clip_by_value(out, 0.0, 255.0)), tf.uint8)
 
-    out = tf.cond(_coin(coin_seed, prob), mixed, lambda: image)
+    out = tf.cond(coin(coin_seed, prob), mixed, lambda: image)
     return tf.ensure_shape(out, image.shape)
 
   return apply

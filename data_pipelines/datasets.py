@@ -83,7 +83,7 @@ def _veri(cfg: ml_collections.ConfigDict) -> dict[str, ReIDSplit]:
                     'image_train/, image_query/ and image_test/')
 
 
-# Issue 6 readers. Extra keys (read with defaults, so older configs still load):
+# Keys some readers below take, read with defaults so that a config without them loads:
 # `trial` (RegDB split 1..10; VehicleID query/gallery draw seed), `test_size` ('small' |
 # 'medium' | 'large', VehicleID and VERI-Wild), `combine_all` (see `load_dataset`).
 
@@ -163,7 +163,7 @@ def _regdb(cfg: ml_collections.ConfigDict) -> dict[str, ReIDSplit]:
       '/path/to/RegDB', 'Visible/, Thermal/ and idx/')
 
 
-# Synthetic variants (issue 6): each generated on first use and cached by its spec hash.
+# Synthetic variants: each generated on first use and cached by its spec hash.
 
 
 def _synthreid_variant(cfg: ml_collections.ConfigDict, **changes) -> dict[str, ReIDSplit]:

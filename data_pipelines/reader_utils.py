@@ -1,7 +1,8 @@
 """Shared pieces of the public-dataset readers beyond Market-1501's layout.
 
 `reid_folder` covers datasets whose splits are folders of JPEG files with every fact in the
-name. The readers of issue 6 also need:
+name. The other readers (CUHK03-NP, RegDB, SYSU-MM01, RandPerson, ClonedPerson, the partial
+sets, VehicleID, VERI-Wild, CSV folders) also need:
 
   * other image formats: CUHK03-NP ships PNG files, RegDB BMP and Occluded-REID TIFF.
     `encoded_image` keeps JPEG and PNG bytes unchanged and converts BMP/TIFF losslessly to RGB

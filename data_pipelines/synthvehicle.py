@@ -28,11 +28,11 @@ several images with small changes of scale and position).
 Cameras. Each camera has a road scene (asphalt with lane markings, a kerb and pavement, a wall,
 hedge or building facade behind; zones of colour per camera) and one of SynthReID's six camera
 looks (neutral, warm, dim, cool, hazy, green; cameras beyond six reuse a look, perturbed): gain,
-colour cast, haze, lens blur and sensor noise.
+colour cast, haze, lens blur and sensor noise. The drawing primitives, the camera looks and the
+atomic, cached writing are SynthReID's (`data_pipelines.synthreid.render` and `.cache`).
 
 Determinism: every draw comes from ``np.random.default_rng([seed, stream, a, b])`` keyed by what
-it describes, so the same spec gives byte-identical images. Generating the default spec takes
-well under a minute on 2 CPU cores.
+it describes, so the same spec gives byte-identical images.
 
 Use ``ensure_synthvehicle(cache_dir)`` for a cached copy (generated on first use), or
 ``python -m data_pipelines.synthvehicle --out DIR`` to write one.
@@ -45,7 +45,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import math
 import os
 import pathlib
 import sys
@@ -53,7 +52,8 @@ import sys
 import numpy as np
 from PIL import Image
 
-from data_pipelines import synthreid
+from data_pipelines.synthreid.cache import default_cache_dir, ensure_cached, publish_atomically
+from data_pipelines.synthreid.render import CAMERA_LOOKS, Canvas, darker, gaussian_blur
 
 SYNTHVEHICLE_VERSION = 1
 MARKER = 'synthvehicle.json'
@@ -277,11 +277,9 @@ def vehicle(spec: SynthVehicleSpec, vid: int) -> Vehicle:
       cargo=_CARGO[rng.integers(len(_CARGO))])
 
 
-_Canvas = synthreid._Canvas  # pylint: disable=protected-access
-_darker = synthreid._darker  # pylint: disable=protected-access
 
 
-def _draw_lights(c: _Canvas, shape: str, colour: np.ndarray, half_w: float, v: float,
+def _draw_lights(c: Canvas, shape: str, colour: np.ndarray, half_w: float, v: float,
                  size: float) -> None:
   for side in (-1.0, 1.0):
     cu = side * (half_w - 1.4 * size)
@@ -293,7 +291,7 @@ def _draw_lights(c: _Canvas, shape: str, colour: np.ndarray, half_w: float, v: f
       c.rect(cu - 1.8 * size, cu + 1.2 * size, v - 0.35 * size, v + 0.35 * size, colour)
 
 
-def _draw_face(c: _Canvas, veh: Vehicle, front: bool) -> None:
+def _draw_face(c: Canvas, veh: Vehicle, front: bool) -> None:
   """The front or rear face, centred at u = 0, ground at v = 0 (v down, so the body is v < 0)."""
   length, height, width, wheel = _SIZES[veh.kind]
   w = width / 2
@@ -301,7 +299,7 @@ def _draw_face(c: _Canvas, veh: Vehicle, front: bool) -> None:
   cabin = {'sedan': 0.45, 'suv': 0.45, 'van': 0.55, 'truck': 0.42, 'bus': 0.5}[veh.kind]
   if veh.kind == 'truck' and not front:  # the cargo box hides the cab
     c.rect(-w, w, top - 0.12, -wheel * 0.4, veh.cargo)
-    c.rect(-0.02, 0.02, top - 0.1, -wheel * 0.5, _darker(veh.cargo, 0.7))
+    c.rect(-0.02, 0.02, top - 0.1, -wheel * 0.5, darker(veh.cargo, 0.7))
     _draw_lights(c, veh.tail_lights, _TAIL, w, -wheel * 0.7, 0.025)
     c.rect(-0.06, 0.06, -wheel * 0.55, -wheel * 0.2, np.array([235, 235, 225], np.float32))
     return
@@ -311,7 +309,7 @@ def _draw_face(c: _Canvas, veh: Vehicle, front: bool) -> None:
   glass_top = roof_v + 0.02
   glass_bottom = top + cabin * height
   # The roof, seen from the elevated camera as a thin band above the glass.
-  c.trapezoid(roof_v - 0.05, roof_v + 0.005, 0.0, 0.8 * w, 0.0, 0.86 * w, _darker(veh.body, 0.9))
+  c.trapezoid(roof_v - 0.05, roof_v + 0.005, 0.0, 0.8 * w, 0.0, 0.86 * w, darker(veh.body, 0.9))
   if veh.roof == 'sunroof' and veh.kind != 'bus':
     c.rect(-0.3 * w, 0.3 * w, roof_v - 0.04, roof_v - 0.008, _GLASS * 0.7)
   elif veh.roof == 'rack':
@@ -322,7 +320,7 @@ def _draw_face(c: _Canvas, veh: Vehicle, front: bool) -> None:
   c.trapezoid(glass_top, glass_bottom, 0.0, 0.78 * w, 0.0, 0.9 * w, _GLASS)
   light_v = glass_bottom + 0.45 * (-wheel * 0.3 - glass_bottom)
   if front:
-    c.rect(-0.45 * w, 0.45 * w, light_v - 0.02, light_v + 0.035, _darker(veh.body, 0.35))
+    c.rect(-0.45 * w, 0.45 * w, light_v - 0.02, light_v + 0.035, darker(veh.body, 0.35))
     _draw_lights(c, veh.head_lights, _HEAD, w, light_v, 0.028)
     c.rect(-0.07, 0.07, light_v + 0.045, light_v + 0.075, np.array([235, 235, 225], np.float32))
     for side in (-1.0, 1.0):  # mirrors
@@ -342,7 +340,7 @@ def _draw_face(c: _Canvas, veh: Vehicle, front: bool) -> None:
     c.rect(-w, w, top + 0.02, top + 0.06, np.array([250, 140, 20], np.float32))  # route sign
 
 
-def _draw_side(c: _Canvas, veh: Vehicle) -> None:
+def _draw_side(c: Canvas, veh: Vehicle) -> None:
   """The left side, the front towards -u, centred at u = 0, ground at v = 0."""
   length, height, width, wheel = _SIZES[veh.kind]
   half = length / 2
@@ -360,7 +358,7 @@ def _draw_side(c: _Canvas, veh: Vehicle) -> None:
     for k in range(7):
       u0 = -half + 0.08 + k * (length - 0.12) / 7
       c.rect(u0, u0 + (length - 0.12) / 7 - 0.03, top + 0.05, top + 0.25, _GLASS)
-    c.rect(-half + 0.1, -half + 0.22, top + 0.28, bottom - 0.01, _darker(veh.body, 0.6))  # door
+    c.rect(-half + 0.1, -half + 0.22, top + 0.28, bottom - 0.01, darker(veh.body, 0.6))  # door
   else:
     body_top = bottom - 0.55 * height
     c.rect(-half, half, body_top, bottom, veh.body)
@@ -378,7 +376,7 @@ def _draw_side(c: _Canvas, veh: Vehicle) -> None:
     c.rect(0.02, 0.045, top, body_top, veh.body)  # B-pillar
     c.rect(-half + 0.01, -half + 0.05, body_top + 0.02, body_top + 0.05, _HEAD)
     c.rect(half - 0.04, half - 0.005, body_top + 0.02, body_top + 0.05, _TAIL)
-    c.rect(-0.03, -0.025, body_top + 0.01, bottom - 0.01, _darker(veh.body, 0.6))  # door line
+    c.rect(-0.03, -0.025, body_top + 0.01, bottom - 0.01, darker(veh.body, 0.6))  # door line
     if veh.roof == 'rack':
       c.rect(roof_front, roof_back, top - 0.03, top - 0.012, _TYRE)
       for u0 in (roof_front + 0.02, roof_back - 0.04):
@@ -411,7 +409,7 @@ _BG_TOP, _BG_BOTTOM = -1.2, 0.6
 @functools.lru_cache(maxsize=32)
 def _camera(spec: SynthVehicleSpec, cam: int) -> _Camera:
   rng = _rng(spec.seed, _CAMERA, cam)
-  looks = synthreid._CAMERA_LOOKS  # pylint: disable=protected-access
+  looks = CAMERA_LOOKS
   gain, cast, haze, blur, noise = looks[(cam - 1) % len(looks)]
   cast = np.array(cast, np.float32)
   if cam > len(looks):
@@ -464,7 +462,7 @@ def render_shot(spec: SynthVehicleSpec, shot: VehicleShot) -> np.ndarray:
   ti = np.clip(((v - _BG_TOP) * _BG_RES).astype(np.intp), 0, tex_rows - 1)
   tj = np.floor((u + scene_x) * _BG_RES).astype(np.intp) % tex_cols
   img = np.take(cam.background.reshape(-1, 3), ti[:, None] * tex_cols + tj[None, :], axis=0)
-  canvas = _Canvas(img, u, v)
+  canvas = Canvas(img, u, v)
   canvas.shade(0.0, 0.0, 0.55 * extent_u, 0.05, 0.55)  # shadow
   if shot.view in ('front', 'rear'):
     _draw_face(canvas, veh, front=shot.view == 'front')
@@ -484,7 +482,7 @@ def render_shot(spec: SynthVehicleSpec, shot: VehicleShot) -> np.ndarray:
     for part, centre, draw in ((face_cols, face_c, lambda c: _draw_face(c, veh, front)),
                                (side_cols, side_c, lambda c: _draw_side(c, veh))):
       if len(u[part]) > 1:
-        draw(_Canvas(img[:, part], (u[part] - centre) / 0.6, v))
+        draw(Canvas(img[:, part], (u[part] - centre) / 0.6, v))
   if shot.mirror and shot.view != 'front' and shot.view != 'rear':
     img = img[:, ::-1]
   x = img
@@ -493,7 +491,7 @@ def render_shot(spec: SynthVehicleSpec, shot: VehicleShot) -> np.ndarray:
   out = out * (gain * cam.cast * rng.normal(1.0, 0.03, 3).astype(np.float32))
   if cam.haze:
     out = (1.0 - cam.haze) * out + cam.haze * 150.0
-  out = synthreid._gaussian_blur(np.clip(out, 0.0, 255.0), cam.blur)  # pylint: disable=protected-access
+  out = gaussian_blur(np.clip(out, 0.0, 255.0), cam.blur)
   out += rng.standard_normal(out.shape, dtype=np.float32) * cam.noise
   return np.clip(out, 0.0, 255.0).astype(np.uint8)
 
@@ -525,7 +523,7 @@ def generate_synthvehicle(root: str | os.PathLike,
                           spec: SynthVehicleSpec = SynthVehicleSpec(), *,
                           overwrite: bool = False) -> pathlib.Path:
   """Writes the dataset of ``spec`` to ``root`` atomically (see
-  ``synthreid.publish_atomically``) and returns ``root``.
+  ``publish_atomically``) and returns ``root``.
 
   Raises:
     FileExistsError: ``root`` already holds files and ``overwrite`` is False.
@@ -535,17 +533,16 @@ def generate_synthvehicle(root: str | os.PathLike,
     return {'name': 'SynthVehicle', 'version': SYNTHVEHICLE_VERSION,
             'spec': dataclasses.asdict(spec), 'spec_hash': spec_hash(spec), 'layout': 'veri776',
             'fps': FPS, 'counts': _write_dataset(directory, spec)}
-  return synthreid.publish_atomically(root, dataclasses.asdict(spec), MARKER, write,
-                                      overwrite=overwrite)
+  return publish_atomically(root, dataclasses.asdict(spec), MARKER, write, overwrite=overwrite)
 
 
 def ensure_synthvehicle(cache_dir: str | os.PathLike | None = None,
                         spec: SynthVehicleSpec = SynthVehicleSpec()) -> pathlib.Path:
-  """The dataset of ``spec`` under ``cache_dir`` (default ``synthreid.default_cache_dir()``),
+  """The dataset of ``spec`` under ``cache_dir`` (default ``default_cache_dir()``),
   ``synthvehicle_v1_<spec_hash>``, generated on first use."""
-  cache_dir = pathlib.Path(cache_dir) if cache_dir is not None else synthreid.default_cache_dir()
+  cache_dir = pathlib.Path(cache_dir) if cache_dir is not None else default_cache_dir()
   root = cache_dir / f'synthvehicle_v{SYNTHVEHICLE_VERSION}_{spec_hash(spec)}'
-  return synthreid.ensure_cached(root, MARKER, lambda r: generate_synthvehicle(r, spec))
+  return ensure_cached(root, MARKER, lambda r: generate_synthvehicle(r, spec))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,11 +3,13 @@
 Every transform is built by a factory, `factory(**params) -> transform`, and a transform is a
 function `(image, seed) -> image` where `seed` is a stateless seed (int32/int64 tensor of
 shape [2]). All randomness comes from `tf.random.stateless_*` ops, so the output is a pure
-function of (image, seed), eagerly and inside `tf.data` maps alike. Factories are registered by
-name in `TRANSFORMS`: resize, flip, pad_crop, random_erasing, color_jitter, cutout,
-random_occlusion (QAConv), random_affine, rotation, autoaugment and augmix (the last two in
-`data_pipelines.autoaugment`). `build_train_transform` assembles FastReID's training recipe from
-the `config.augment` settings, or the ordered chain `config.augment.ops`.
+function of (image, seed), eagerly and inside `tf.data` maps alike. Each factory registers
+itself in `TRANSFORMS` with `augment_registry.register_op`, declaring the `config.augment` keys
+that supply its defaults: resize, flip, pad_crop, random_erasing, color_jitter,
+random_grayscale, cutout, random_occlusion (QAConv), random_affine, rotation here, autoaugment
+and augmix in `data_pipelines.autoaugment` (imported below, so importing this module registers
+every op). `build_train_transform` assembles FastReID's training recipe from the
+`config.augment` settings, or the ordered chain `config.augment.ops`.
 
 Batch transforms (`BATCH_TRANSFORMS`: random_patch) take a batch and one seed per image; they
 run after batching (`build_batch_transform`, `config.augment.batch_ops`).
@@ -19,7 +21,7 @@ import ast
 import inspect
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
@@ -27,7 +29,16 @@ os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-Transform = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+# pylint: disable=g-import-not-at-top
+from data_pipelines import augment_registry
+# AutoAugment and AugMix register themselves when their module is imported.
+from data_pipelines import autoaugment  # pylint: disable=unused-import
+from data_pipelines.augment_primitives import (
+    affine_inverse, affine_params, check_prob, coin, to_uint8, warp_affine)
+from data_pipelines.augment_registry import (
+    BATCH_TRANSFORMS, TRANSFORMS, BatchTransform, Transform, config_defaults, register_batch_op,
+    register_op)
+# pylint: enable=g-import-not-at-top
 
 # ImageNet mean pixel in 0..255 (0.485, 0.456, 0.406) * 255, rounded to uint8.
 IMAGENET_MEAN_UINT8 = (124, 116, 104)
@@ -35,21 +46,7 @@ IMAGENET_MEAN_UINT8 = (124, 116, 104)
 DEFAULT_JITTER = {'brightness': 0.15, 'contrast': 0.15, 'saturation': 0.1, 'hue': 0.1}
 
 
-def _check_prob(name: str, prob: float) -> float:
-  if not 0.0 <= float(prob) <= 1.0:
-    raise ValueError(f'{name} must be a probability in [0, 1], got {prob}.')
-  return float(prob)
-
-
-def _coin(seed: tf.Tensor, prob: float) -> tf.Tensor:
-  """Bernoulli(prob) draw: `tf.random.stateless_uniform([], seed) < prob`."""
-  return tf.random.stateless_uniform([], seed) < prob
-
-
-def _to_uint8(image: tf.Tensor) -> tf.Tensor:
-  return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
-
-
+@register_op('resize')
 def resize(height: int, width: int) -> Transform:
   """Bilinear resize to [height, width] without antialiasing, rounded back to uint8.
 
@@ -63,18 +60,19 @@ def resize(height: int, width: int) -> Transform:
   def apply(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     del seed
     out = tf.image.resize(image, size, method='bilinear', antialias=False)
-    return tf.ensure_shape(_to_uint8(out), (*size, 3))
+    return tf.ensure_shape(to_uint8(out), (*size, 3))
 
   return apply
 
 
+@register_op('flip', config_keys={'prob': 'flip_prob'}, gate='prob')
 def flip(prob: float = 0.5) -> Transform:
-  """Horizontal flip with probability `prob`; the coin is `_coin(seed, prob)`."""
-  prob = _check_prob('flip: prob (config.augment.flip_prob)', prob)
+  """Horizontal flip with probability `prob`; the coin is `coin(seed, prob)`."""
+  prob = check_prob('flip: prob (config.augment.flip_prob)', prob)
 
   def apply(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     image = tf.convert_to_tensor(image)
-    return tf.cond(_coin(seed, prob), lambda: tf.reverse(image, axis=[1]), lambda: image)
+    return tf.cond(coin(seed, prob), lambda: tf.reverse(image, axis=[1]), lambda: image)
 
   return apply
 
@@ -84,6 +82,7 @@ def crop_offsets(seed: tf.Tensor, padding: int) -> tf.Tensor:
   return tf.random.stateless_uniform([2], seed, minval=0, maxval=2 * padding + 1, dtype=tf.int32)
 
 
+@register_op('pad_crop', config_keys={'padding': 'pad'}, gate='padding')
 def pad_crop(padding: int = 10) -> Transform:
   """Zero-pad every side by `padding`, then crop a random window of the original size.
 
@@ -134,6 +133,8 @@ def erasing_box(seed: tf.Tensor, height: tf.Tensor, width: tf.Tensor,
           tf.cast(h, tf.int32), tf.cast(w, tf.int32))
 
 
+@register_op('random_erasing', gate='prob', config_keys={
+    'prob': 'random_erasing_prob', 'value': 'random_erasing_value'})
 def random_erasing(prob: float = 0.5, area: Sequence[float] = (0.02, 0.4), min_aspect: float = 0.3,
                    value: str | float = 'mean', max_attempts: int = 100) -> Transform:
   """With probability `prob`, fill the `erasing_box` rectangle.
@@ -148,7 +149,7 @@ def random_erasing(prob: float = 0.5, area: Sequence[float] = (0.02, 0.4), min_a
 
   The seed splits into three: the coin, the rectangle, the random fill values.
   """
-  prob = _check_prob('random_erasing: prob (config.augment.random_erasing_prob)', prob)
+  prob = check_prob('random_erasing: prob (config.augment.random_erasing_prob)', prob)
   area = tuple(float(a) for a in area)
   if len(area) != 2 or not 0.0 < area[0] <= area[1] < 1.0:
     raise ValueError(f'random_erasing: area must be (min, max) with 0 < min <= max < 1, got {area}.')
@@ -168,7 +169,7 @@ def random_erasing(prob: float = 0.5, area: Sequence[float] = (0.02, 0.4), min_a
                                          int(max_attempts))
 
     def erase() -> tf.Tensor:
-      # Slices and concatenations: tf.where over the whole image is ~10x slower on CPU.
+      # Slices and concatenations: tf.where over the whole image is much slower on CPU.
       fill_shape = tf.stack([h, w, 3])
       if value == 'random':
         fill = tf.random.stateless_uniform(fill_shape, fill_seed, 0, 256, dtype=tf.int32)
@@ -180,7 +181,7 @@ def random_erasing(prob: float = 0.5, area: Sequence[float] = (0.02, 0.4), min_a
       band = tf.concat([band[:, :left], fill, band[:, left + w:]], axis=1)
       return tf.concat([image[:top], band, image[top + h:]], axis=0)
 
-    out = tf.cond(found & _coin(coin_seed, prob), erase, lambda: image)
+    out = tf.cond(found & coin(coin_seed, prob), erase, lambda: image)
     return tf.ensure_shape(out, image.shape)
 
   return apply
@@ -222,9 +223,11 @@ def adjust_colors(image: tf.Tensor, factors: tf.Tensor) -> tf.Tensor:
   x = tf.stack(planes, axis=-1)
   x = tf.cond(tf.equal(factors[3], 0.0), lambda: x,
               lambda: tf.image.adjust_hue(x / 255.0, factors[3]) * 255.0)
-  return _to_uint8(x)
+  return to_uint8(x)
 
 
+@register_op('color_jitter', gate='prob', config_keys={
+    'prob': 'color_jitter_prob', **{k: f'color_jitter_{k}' for k in DEFAULT_JITTER}})
 def color_jitter(brightness: float = DEFAULT_JITTER['brightness'],
                  contrast: float = DEFAULT_JITTER['contrast'],
                  saturation: float = DEFAULT_JITTER['saturation'],
@@ -235,7 +238,7 @@ def color_jitter(brightness: float = DEFAULT_JITTER['brightness'],
   in the fixed order brightness, contrast, saturation, hue (torchvision shuffles the order).
   The seed splits into two: the coin, the factors.
   """
-  prob = _check_prob('color_jitter: prob (config.augment.color_jitter_prob)', prob)
+  prob = check_prob('color_jitter: prob (config.augment.color_jitter_prob)', prob)
   strengths = {'brightness': brightness, 'contrast': contrast, 'saturation': saturation}
   for name, strength in strengths.items():
     if float(strength) < 0:
@@ -248,27 +251,28 @@ def color_jitter(brightness: float = DEFAULT_JITTER['brightness'],
     coin_seed, factor_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     factors = jitter_factors(factor_seed, float(brightness), float(contrast), float(saturation),
                              float(hue))
-    return tf.cond(_coin(coin_seed, prob), lambda: adjust_colors(image, factors), lambda: image)
+    return tf.cond(coin(coin_seed, prob), lambda: adjust_colors(image, factors), lambda: image)
 
   return apply
 
 
+@register_op('random_grayscale')
 def random_grayscale(prob: float = 0.5) -> Transform:
   """With probability `prob`, the ITU-R 601-2 luma in all three channels (torchvision's
   `RandomGrayscale`, rounded to uint8). Cross-modality re-ID uses it on visible images so that
   the network leans on shape rather than colour, which infrared images do not have (a grey
   image is left as it is).
   """
-  prob = _check_prob('random_grayscale: prob', prob)
+  prob = check_prob('random_grayscale: prob', prob)
 
   def apply(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     image = tf.convert_to_tensor(image)
 
     def grey() -> tf.Tensor:
       luma = _luma(*tf.unstack(tf.cast(image, tf.float32), axis=-1))
-      return _to_uint8(tf.stack([luma] * 3, axis=-1))
+      return to_uint8(tf.stack([luma] * 3, axis=-1))
 
-    return tf.cond(_coin(seed, prob), grey, lambda: image)
+    return tf.cond(coin(seed, prob), grey, lambda: image)
 
   return apply
 
@@ -311,6 +315,7 @@ def cutout_box(seed: tf.Tensor, height: tf.Tensor, width: tf.Tensor,
   return top, left, bottom - top, right - left
 
 
+@register_op('cutout')
 def cutout(prob: float = 0.5, size: float = 0.5, value: str | float = 0) -> Transform:
   """With probability `prob`, fill a square of side `round(size * min(H, W))` (see `cutout_box`).
 
@@ -321,7 +326,7 @@ def cutout(prob: float = 0.5, size: float = 0.5, value: str | float = 0) -> Tran
 
   The seed splits into two: the coin, the square's centre.
   """
-  prob = _check_prob('cutout: prob', prob)
+  prob = check_prob('cutout: prob', prob)
   if not 0.0 < float(size) <= 1.0:
     raise ValueError(f'cutout: size must be a fraction of the shorter side in (0, 1], got {size}.')
   pixel = _fill_pixel(value, 'cutout')
@@ -334,7 +339,7 @@ def cutout(prob: float = 0.5, size: float = 0.5, value: str | float = 0) -> Tran
     length = tf.maximum(tf.cast(tf.round(float(size) * side), tf.int32), 1)
     top, left, h, w = cutout_box(box_seed, shape[0], shape[1], length)
     fill = tf.broadcast_to(tf.constant(pixel, tf.uint8), tf.stack([h, w, 3]))
-    out = tf.cond(_coin(coin_seed, prob), lambda: _paste_box(image, top, left, fill),
+    out = tf.cond(coin(coin_seed, prob), lambda: _paste_box(image, top, left, fill),
                   lambda: image)
     return tf.ensure_shape(out, image.shape)
 
@@ -360,13 +365,14 @@ def occlusion_box(seed: tf.Tensor, height: tf.Tensor, width: tf.Tensor, min_size
   return top, left, side
 
 
+@register_op('random_occlusion')
 def random_occlusion(min_size: float = 0.0, max_size: float = 0.8, prob: float = 1.0) -> Transform:
   """QAConv's `RandomOcclusion`: a white (255) square of random side at a random position.
 
   See `occlusion_box`; QAConv's recipe uses min_size=0, max_size=0.8 on every image
   (prob 1). max_size 0 disables it, as in QAConv. The seed splits into two: coin, square.
   """
-  prob = _check_prob('random_occlusion: prob', prob)
+  prob = check_prob('random_occlusion: prob', prob)
   if not 0.0 <= float(min_size) <= float(max_size) <= 1.0:
     raise ValueError('random_occlusion: need 0 <= min_size <= max_size <= 1, got '
                      f'min_size={min_size}, max_size={max_size}.')
@@ -380,73 +386,14 @@ def random_occlusion(min_size: float = 0.0, max_size: float = 0.8, prob: float =
     shape = tf.shape(image)
     top, left, side = occlusion_box(box_seed, shape[0], shape[1], min_size, max_size)
     fill = tf.fill(tf.stack([side, side, 3]), tf.constant(255, tf.uint8))
-    out = tf.cond(_coin(coin_seed, prob), lambda: _paste_box(image, top, left, fill),
+    out = tf.cond(coin(coin_seed, prob), lambda: _paste_box(image, top, left, fill),
                   lambda: image)
     return tf.ensure_shape(out, image.shape)
 
   return apply
 
 
-def warp_affine(image: tf.Tensor, inverse: tf.Tensor, fill: float = 0.0) -> tf.Tensor:
-  """Nearest-neighbour affine warp of a uint8 image [H, W, 3] to the same size.
-
-  `inverse` (float32 [6] = a, b, c, d, e, f) maps output pixel (x, y) (column, row; integer
-  pixel indices) to the input point (a x + b y + c, d x + e y + f), computed in float32 and
-  rounded half away from zero; points outside the image take `fill`.
-  (`ImageProjectiveTransformV3`, the kernel behind `tf.keras` image layers.)
-  """
-  image = tf.convert_to_tensor(image)
-  transform = tf.concat([tf.cast(inverse, tf.float32), tf.zeros([2], tf.float32)], axis=0)
-  out = tf.raw_ops.ImageProjectiveTransformV3(
-      images=image[None], transforms=transform[None], output_shape=tf.shape(image)[:2],
-      fill_value=tf.constant(fill, tf.float32), interpolation='NEAREST', fill_mode='CONSTANT')
-  return tf.ensure_shape(out[0], image.shape)
-
-
-def affine_params(seed: tf.Tensor, degrees: float, translate: Sequence[float],
-                  scale: Sequence[float], shear: float, height: tf.Tensor,
-                  width: tf.Tensor) -> tf.Tensor:
-  """torchvision `RandomAffine.get_params`: float32 [5] = (angle, tx, ty, scale, shear).
-
-  angle ~ U(-degrees, degrees); tx = round(U(-translate[0] * W, translate[0] * W)),
-  ty likewise with translate[1] and H; scale ~ U(scale[0], scale[1]); shear (degrees, along
-  x) ~ U(-shear, shear). One `stateless_uniform([5], seed)` draw u gives them in that order.
-  """
-  u = tf.random.stateless_uniform([5], seed)
-  h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
-  return tf.stack([
-      degrees * (2.0 * u[0] - 1.0),
-      tf.round(translate[0] * w * (2.0 * u[1] - 1.0)),
-      tf.round(translate[1] * h * (2.0 * u[2] - 1.0)),
-      scale[0] + (scale[1] - scale[0]) * u[3],
-      shear * (2.0 * u[4] - 1.0)])
-
-
-def affine_inverse(params: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
-  """The `warp_affine` inverse of the `affine_params` map, float32 [6].
-
-  The forward map of input point p is `c + t + A (p - c)` with centre
-  c = ((W - 1) / 2, (H - 1) / 2), t = (tx, ty) and A = R(angle) Sh(shear) diag(s, s), where
-  R(a) = [[cos a, sin a], [-sin a, cos a]] (counter-clockwise on screen for a > 0, rows growing
-  downwards, as torchvision) and Sh(f) = [[1, tan f], [0, 1]]. The inverse is
-  p = A^-1 (q - c - t) + c.
-  """
-  params = tf.cast(params, tf.float32)
-  angle = params[0] * (math.pi / 180.0)
-  shear = params[4] * (math.pi / 180.0)
-  s = params[3]
-  cos, sin, tan = tf.cos(angle), tf.sin(angle), tf.tan(shear)
-  # A = s * [[cos, cos * tan + sin], [-sin, cos - sin * tan]]; det(A) = s^2.
-  a00, a01 = s * cos, s * (cos * tan + sin)
-  a10, a11 = -s * sin, s * (cos - sin * tan)
-  det = a00 * a11 - a01 * a10
-  i00, i01, i10, i11 = a11 / det, -a01 / det, -a10 / det, a00 / det
-  cx = (tf.cast(width, tf.float32) - 1.0) / 2.0
-  cy = (tf.cast(height, tf.float32) - 1.0) / 2.0
-  qx, qy = cx + params[1], cy + params[2]
-  return tf.stack([i00, i01, cx - i00 * qx - i01 * qy, i10, i11, cy - i10 * qx - i11 * qy])
-
-
+@register_op('random_affine')
 def random_affine(degrees: float = 10.0, translate: Sequence[float] = (0.0, 0.0),
                   scale: Sequence[float] = (1.0, 1.0), shear: float = 0.0, prob: float = 1.0,
                   fill: float = 0.0) -> Transform:
@@ -462,7 +409,7 @@ def random_affine(degrees: float = 10.0, translate: Sequence[float] = (0.0, 0.0)
 
   See `affine_params` and `affine_inverse`. The seed splits into two: coin, parameters.
   """
-  prob = _check_prob('random_affine: prob', prob)
+  prob = check_prob('random_affine: prob', prob)
   translate = tuple(float(t) for t in translate)
   scale = tuple(float(s) for s in scale)
   if not 0.0 <= float(degrees) <= 180.0:
@@ -483,48 +430,21 @@ def random_affine(degrees: float = 10.0, translate: Sequence[float] = (0.0, 0.0)
     params = affine_params(param_seed, float(degrees), translate, scale, float(shear), shape[0],
                            shape[1])
     inverse = affine_inverse(params, shape[0], shape[1])
-    return tf.cond(_coin(coin_seed, prob), lambda: warp_affine(image, inverse, float(fill)),
+    return tf.cond(coin(coin_seed, prob), lambda: warp_affine(image, inverse, float(fill)),
                    lambda: image)
 
   return apply
 
 
+@register_op('rotation')
 def rotation(degrees: float = 5.0, prob: float = 1.0) -> Transform:
   """torchvision `RandomRotation(degrees)`: `random_affine` with rotation only (QAConv: 5)."""
   return random_affine(degrees=degrees, prob=prob)
 
 
-def _autoaugment(**params: Any) -> Transform:
-  from data_pipelines import autoaugment  # pylint: disable=g-import-not-at-top
-  return autoaugment.autoaugment(**params)
-
-
-def _augmix(**params: Any) -> Transform:
-  from data_pipelines import autoaugment  # pylint: disable=g-import-not-at-top
-  return autoaugment.augmix(**params)
-
-
-TRANSFORMS: dict[str, Callable[..., Transform]] = {
-    'resize': resize,
-    'flip': flip,
-    'pad_crop': pad_crop,
-    'random_erasing': random_erasing,
-    'color_jitter': color_jitter,
-    'random_grayscale': random_grayscale,
-    'cutout': cutout,
-    'random_occlusion': random_occlusion,
-    'random_affine': random_affine,
-    'rotation': rotation,
-    'autoaugment': _autoaugment,
-    'augmix': _augmix,
-}
-
-
 def get_transform(name: str, **params: Any) -> Transform:
-  """The transform `TRANSFORMS[name](**params)`."""
-  if name not in TRANSFORMS:
-    raise ValueError(f'Unknown transform {name!r}; known: {sorted(TRANSFORMS)}.')
-  return TRANSFORMS[name](**params)
+  """The transform of the op registered as `name`, built with `params`."""
+  return TRANSFORMS.get(name)(**params)
 
 
 def compose(transforms: Sequence[Transform]) -> Transform:
@@ -569,36 +489,28 @@ def parse_op(spec: str) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
   return node.func.id, args, kwargs
 
 
-def _legacy_params(name: str, aug_cfg: Any) -> dict[str, Any]:
-  """Defaults an op in `config.augment.ops` takes from the older per-op keys."""
-  if name == 'flip':
-    return {'prob': aug_cfg.flip_prob}
-  if name == 'pad_crop':
-    return {'padding': aug_cfg.pad}
-  if name == 'random_erasing':
-    return {'prob': aug_cfg.random_erasing_prob, 'value': aug_cfg.random_erasing_value}
-  if name == 'color_jitter':
-    strengths = {k: aug_cfg.get(f'color_jitter_{k}', v) for k, v in DEFAULT_JITTER.items()}
-    return {'prob': aug_cfg.color_jitter_prob, **strengths}
-  return {}
+# FastReID's training recipe when config.augment.ops is empty (after resizing), each op left
+# out while its gate key holds 0.
+DEFAULT_OPS = ('flip', 'pad_crop', 'color_jitter', 'random_erasing')
 
 
 def build_transform_chain(ops: Sequence[str], aug_cfg: Any, size: tuple[int, int]) -> Transform:
   """The transform chain of `config.augment.ops`, in the listed order.
 
   Each entry is parsed by `parse_op`. Parameters not given in the entry default to the
-  per-op keys of `aug_cfg` (flip_prob; pad; random_erasing_prob/_value; color_jitter_*), then
-  to the factory's defaults. 'resize' takes no arguments and resizes to `size`; it runs first
-  unless listed elsewhere (e.g. after 'autoaugment', as FastReID applies AutoAugment to the
-  original image).
+  `config.augment` keys the op declares (`register_op(config_keys=...)`: flip_prob; pad;
+  random_erasing_prob/_value; color_jitter_*), then to the factory's defaults. 'resize' takes
+  no arguments and resizes to `size`; it runs first unless listed elsewhere (e.g. after
+  'autoaugment', as FastReID applies AutoAugment to the original image).
   """
   chain = []
   names = []
   for spec in ops:
     name, args, kwargs = parse_op(spec)
-    if name not in TRANSFORMS:
-      raise ValueError(f'config.augment.ops: unknown transform {name!r} in {spec!r}; known: '
-                       f'{sorted(TRANSFORMS)}.')
+    try:
+      factory = TRANSFORMS.get(name)
+    except ValueError as e:
+      raise ValueError(f'config.augment.ops entry {spec!r}: {e}.') from None
     names.append(name)
     if name == 'resize':
       if args or kwargs:
@@ -606,28 +518,21 @@ def build_transform_chain(ops: Sequence[str], aug_cfg: Any, size: tuple[int, int
                          'config.input.height/width).')
       chain.append(resize(*size))
       continue
-    factory = TRANSFORMS[name]
-    if name in ('autoaugment', 'augmix'):  # lazily imported factories: bind to the real ones
-      from data_pipelines import autoaugment  # pylint: disable=g-import-not-at-top
-      factory = getattr(autoaugment, name)
     try:
       given = inspect.signature(factory).bind(*args, **kwargs).arguments
     except TypeError as e:
       raise ValueError(f'config.augment.ops: bad arguments in {spec!r}: {e}.') from e
-    legacy = _legacy_params(name, aug_cfg)
-    for key in ('prob', 'padding'):
-      if key in legacy and key not in given and not legacy[key]:
-        raise ValueError(
-            f'config.augment.ops lists {spec!r} but its default {key} from the per-op key of '
-            f'config.augment is 0, so it would never apply; set that key or write '
-            f"'{name}({key}=...)'.")
-    chain.append(factory(**{**legacy, **given}))
+    defaults = config_defaults(name, aug_cfg)
+    gate, key = augment_registry.gate(name) or (None, None)
+    if gate in defaults and gate not in given and not defaults[gate]:
+      raise ValueError(
+          f'config.augment.ops lists {spec!r} but its default {gate} comes from '
+          f'config.augment.{key} = {defaults[gate]!r}, so it would never apply; set that key or '
+          f"write '{name}({gate}=...)'.")
+    chain.append(factory(**{**defaults, **given}))
   if 'resize' not in names:
     chain.insert(0, resize(*size))
   return compose(chain)
-
-
-BatchTransform = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
 
 def patch_box(seed: tf.Tensor, height: tf.Tensor, width: tf.Tensor, area: tuple[float, float],
@@ -668,6 +573,7 @@ def random_patch_draws(seed: tf.Tensor, batch_size: int) -> tuple[tf.Tensor, tf.
   return offset, tf.random.stateless_uniform([3], seed)
 
 
+@register_batch_op('random_patch')
 def random_patch(prob: float = 0.5, area: Sequence[float] = (0.01, 0.5), min_ratio: float = 0.1,
                  prob_flip: float = 0.5) -> BatchTransform:
   """FastReID `RandomPatch` as a batch transform: `(images [B, H, W, 3], seeds [B, 2]) -> images`.
@@ -681,8 +587,8 @@ def random_patch(prob: float = 0.5, area: Sequence[float] = (0.01, 0.5), min_rat
 
   Per image, seeds[b] splits into three: draws (donor, coins), patch box, paste position.
   """
-  prob = _check_prob('random_patch: prob', prob)
-  prob_flip = _check_prob('random_patch: prob_flip', prob_flip)
+  prob = check_prob('random_patch: prob', prob)
+  prob_flip = check_prob('random_patch: prob_flip', prob_flip)
   area = tuple(float(a) for a in area)
   if len(area) != 2 or not 0.0 < area[0] <= area[1] < 1.0:
     raise ValueError(f'random_patch: area must be (min, max) with 0 < min <= max < 1, got {area}.')
@@ -721,11 +627,6 @@ def random_patch(prob: float = 0.5, area: Sequence[float] = (0.01, 0.5), min_rat
   return apply
 
 
-BATCH_TRANSFORMS: dict[str, Callable[..., BatchTransform]] = {
-    'random_patch': random_patch,
-}
-
-
 def build_batch_transform(aug_cfg: Any) -> BatchTransform | None:
   """The batch transforms of `config.augment.batch_ops` (op strings as `parse_op`), or None.
 
@@ -738,11 +639,12 @@ def build_batch_transform(aug_cfg: Any) -> BatchTransform | None:
   chain = []
   for spec in ops:
     name, args, kwargs = parse_op(spec)
-    if name not in BATCH_TRANSFORMS:
-      raise ValueError(f'config.augment.batch_ops: unknown batch transform {name!r} in {spec!r}; '
-                       f'known: {sorted(BATCH_TRANSFORMS)}.')
     try:
-      chain.append(BATCH_TRANSFORMS[name](*args, **kwargs))
+      factory = BATCH_TRANSFORMS.get(name)
+    except ValueError as e:
+      raise ValueError(f'config.augment.batch_ops entry {spec!r}: {e}.') from None
+    try:
+      chain.append(factory(*args, **kwargs))
     except TypeError as e:
       raise ValueError(f'config.augment.batch_ops: bad arguments in {spec!r}: {e}.') from e
 
@@ -758,14 +660,16 @@ def build_batch_transform(aug_cfg: Any) -> BatchTransform | None:
 
 
 def build_train_transform(aug_cfg: Any, size: tuple[int, int]) -> Transform:
-  """FastReID's training transform: resize, flip, pad + crop, colour jitter, random erasing.
+  """The training transform of `config.augment`.
 
   Args:
-    aug_cfg: `config.augment` with flip_prob, pad, random_erasing_prob, random_erasing_value,
-      color_jitter_prob and optionally color_jitter_{brightness,contrast,saturation,hue}
-      (defaults DEFAULT_JITTER). An augmentation with probability (or padding) 0 is left out.
-      When `aug_cfg.ops` (optional) is a non-empty list of op strings, the chain is
-      `build_transform_chain(aug_cfg.ops, aug_cfg, size)` instead.
+    aug_cfg: `config.augment`. When `aug_cfg.ops` (optional) is a non-empty list of op strings,
+      the chain is `build_transform_chain(aug_cfg.ops, aug_cfg, size)`. Otherwise it is
+      FastReID's recipe, DEFAULT_OPS (flip, pad + crop, colour jitter, random erasing) with
+      their parameters from flip_prob, pad, color_jitter_prob (and optionally
+      color_jitter_{brightness,contrast,saturation,hue}, defaults DEFAULT_JITTER),
+      random_erasing_prob and random_erasing_value; an op whose key holds 0 (or is absent) is
+      left out.
     size: (height, width) of the output.
 
   Returns:
@@ -773,14 +677,5 @@ def build_train_transform(aug_cfg: Any, size: tuple[int, int]) -> Transform:
   """
   if aug_cfg.get('ops'):
     return build_transform_chain(tuple(aug_cfg.ops), aug_cfg, size)
-  ops = [resize(*size)]
-  if aug_cfg.flip_prob > 0:
-    ops.append(flip(aug_cfg.flip_prob))
-  if aug_cfg.pad > 0:
-    ops.append(pad_crop(aug_cfg.pad))
-  if aug_cfg.color_jitter_prob > 0:
-    strengths = {k: aug_cfg.get(f'color_jitter_{k}', v) for k, v in DEFAULT_JITTER.items()}
-    ops.append(color_jitter(prob=aug_cfg.color_jitter_prob, **strengths))
-  if aug_cfg.random_erasing_prob > 0:
-    ops.append(random_erasing(aug_cfg.random_erasing_prob, value=aug_cfg.random_erasing_value))
-  return compose(ops)
+  ops = [name for name in DEFAULT_OPS if aug_cfg.get(augment_registry.gate(name)[1], 0) > 0]
+  return build_transform_chain(ops, aug_cfg, size)

@@ -43,7 +43,7 @@ class Progress:
 
 
 def pyplot():
-  """matplotlib.pyplot with the non-interactive Agg backend."""
+  """matplotlib.pyplot on the non-interactive Agg backend (imported on first use)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -93,7 +93,7 @@ def ranked_gallery(dist: np.ndarray, q_pid: int, q_cam: int, g_pids: np.ndarray,
 
 
 def decode_image(data: bytes, size: tuple[int, int]) -> np.ndarray:
-  """An encoded image as uint8 RGB [height, width, 3] resized to size = (height, width)."""
+  """Encoded image bytes -> RGB uint8 [height, width, 3] resized to `size` = (height, width)."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
   img = Image.open(io.BytesIO(data)).convert('RGB').resize((size[1], size[0]))
   return np.asarray(img)
@@ -255,3 +255,4 @@ def write_report(workdir: pathlib.Path, config, splits, describe: str, output,
       'table{border-collapse:collapse}td,th{border:1px solid #aaa;padding:3px 8px}'
       'img{max-width:100%}</style></head><body><h1>' + html.escape(title) + '</h1>' +
       '\n'.join(body) + '</body></html>\n')
+

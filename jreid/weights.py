@@ -1,212 +1,71 @@
 """Pretrained PyTorch weights -> jreid variables (params / batch_stats).
 
-Two sources:
+`config.model.pretrained = PATH` loads a weight file at initialisation through
+`load_pretrained`. The file's state dict is converted by the first entry of `CONVERTERS` whose
+detector accepts it:
 
-* A ResNet state dict of torchvision, timm or IBN-Net (`conv1.weight`, `bn1.running_mean`,
-  `layer1.0.downsample.0.weight`, `layer1.0.bn1.IN.weight`, ...; IBN-Net's DataParallel `module.`
-  prefix is stripped): the backbone of a `Baseline` (`backbone/...`). The ImageNet classifier
-  (`fc.*`) is ignored.
-* A FastReID model-zoo checkpoint (its `model` entry): `Baseline` (BoT/AGW/SBS: `backbone.*`,
-  `heads.pool_layer.p`, `heads.bottleneck.*`, `heads.weight`) or `MGN` (`backbone.0/1/4/5/6`,
-  `b1.0.*`/`b1.1.*` (rest of layer3 / layer4), `b1_head.*`, ..., `b33_head.*`).
-
-Conversions: convolution OIHW -> HWIO; Linear [out, in] -> Dense [in, out] (so the classifier
-`heads.weight` [C, D] becomes `classifier/kernel` [D, C]); a 1x1 convolution feeding a Dense
-(the head's reduction) -> [in, out]; BatchNorm weight/bias/running_mean/running_var ->
-scale/bias (params) and mean/var (batch_stats); InstanceNorm weight/bias -> scale/bias;
-`num_batches_tracked` dropped. FastReID's BNNeck bias is frozen at zero (jreid's BNNeck has no
-bias parameter): it is dropped after checking that it is zero.
+* OSNet (torchreid, or a FastReID checkpoint with an OSNet backbone): `jreid.weights_osnet`;
+* a FastReID model-zoo checkpoint (`Baseline`: BoT/AGW/SBS, or `MGN`): `jreid.weights_resnet`;
+* anything else as a plain torchvision/timm/IBN-Net ResNet state dict: `jreid.weights_resnet`.
 
 Every mismatch is an error naming the keys: weights the model needs but the file lacks, file
-weights the model has no place for, and shape mismatches. Files are read with
+weights the model has no place for, and shape mismatches (`merge`). Files are read with
 `jreid.checkpoint.load_torch_state_dict` (torch.load(weights_only=True), .safetensors, .npz
 without pickle), never by unpickling.
 
-`config.model.pretrained = PATH` loads the backbone at initialisation through `load_pretrained`.
+A new architecture is a module with a detector `is_X(state_dict)` and a converter
+`convert_X_checkpoint(state_dict, target_paths, scope, source) -> {path: array}` (the shared
+tensor rules are in `jreid.weights_common`), plus one row of `CONVERTERS`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import numpy as np
 
+from jreid import weights_osnet
+from jreid import weights_resnet
 from jreid.checkpoint import load_torch_state_dict
-
-Path = tuple[str, ...]  # ('params', 'backbone', 'layer1_0', 'conv1', 'kernel')
-
-
-class WeightConversionError(ValueError):
-  """The weight file does not fit the model (missing, unexpected or mis-shaped weights)."""
+from jreid.weights_common import Path, WeightConversionError, is_fastreid
+from jreid.weights_resnet import convert_resnet
 
 
-_STATS = {'running_mean': 'mean', 'running_var': 'var'}
-_MODULE_RULES = (
-    (re.compile(r'^layer(\d+)\.(\d+)$'), r'layer\1_\2'),
-    (re.compile(r'^NL_(\d+)\.(\d+)$'), r'NL_\1_\2'),
+@dataclasses.dataclass(frozen=True)
+class Converter:
+  """One architecture's weight converter.
+
+  Attributes:
+    name: the architecture ('osnet', 'fastreid', 'resnet').
+    detect: `detect(state_dict)` is True for the state dicts this converter reads.
+    convert: `convert(state_dict, target_paths, scope, source) -> {path: array}`, where
+      `target_paths` are the model's flattened variable paths, `scope` is 'backbone' or 'all'
+      and `source` names the file in errors.
+  """
+
+  name: str
+  detect: Callable[[Mapping[str, Any]], bool]
+  convert: Callable[[Mapping[str, np.ndarray], set[Path], str, str], dict[Path, np.ndarray]]
+
+
+# The first converter whose detector accepts a state dict reads it, so the more specific come
+# first: a FastReID OSNet checkpoint is also a FastReID checkpoint, and the plain ResNet
+# converter takes whatever is left (its mismatches are then reported by `merge`).
+CONVERTERS: tuple[Converter, ...] = (
+    Converter('osnet', weights_osnet.is_osnet, weights_osnet.convert_osnet_checkpoint),
+    Converter('fastreid', is_fastreid, weights_resnet.convert_fastreid_checkpoint),
+    Converter('resnet', lambda state_dict: True, weights_resnet.convert_resnet_checkpoint),
 )
-_CHILD_RENAMES = {'downsample.0': 'downsample_conv', 'downsample.1': 'downsample_bn',
-                  'W.0': 'W_conv', 'W.1': 'W_bn', 'fc.0': 'fc1', 'fc.2': 'fc2'}
 
 
-def _module_path(dotted: str) -> list[str]:
-  """'layer1.0.downsample.0' -> ['layer1_0', 'downsample_conv'] (torchvision -> jreid names)."""
-  for a, b in _CHILD_RENAMES.items():
-    dotted = re.sub(rf'(^|\.){re.escape(a)}(?=\.|$)', rf'\g<1>{b}', dotted)
-  parts = dotted.split('.') if dotted else []
-  out = []
-  i = 0
-  while i < len(parts):
-    pair = '.'.join(parts[i:i + 2])
-    for pattern, repl in _MODULE_RULES:
-      if pattern.match(pair):
-        out.append(pattern.sub(repl, pair))
-        i += 2
-        break
-    else:
-      out.append(parts[i])
-      i += 1
-  return out
-
-
-def _leaf(module: list[str], leaf: str, value: np.ndarray) -> tuple[Path, np.ndarray] | None:
-  """One torch tensor -> (jreid path, converted array); None for tensors jreid does not keep."""
-  if leaf == 'num_batches_tracked':
-    return None
-  if leaf in _STATS:
-    return ('batch_stats', *module, _STATS[leaf]), value
-  if leaf == 'weight':
-    if value.ndim == 4:  # convolution OIHW -> HWIO
-      return ('params', *module, 'kernel'), np.transpose(value, (2, 3, 1, 0))
-    if value.ndim == 2:  # Linear [out, in] -> Dense [in, out]
-      return ('params', *module, 'kernel'), value.T
-    return ('params', *module, 'scale'), value  # BatchNorm / InstanceNorm
-  return ('params', *module, leaf), value  # bias, GeM p
-
-
-def convert_resnet(state_dict: Mapping[str, np.ndarray], prefix: Path = ()) -> dict[Path, np.ndarray]:
-  """A torchvision/timm/IBN-Net ResNet state dict -> {jreid path: array} under `prefix`.
-
-  `fc.*` (the ImageNet classifier) and a leading `module.` are dropped.
-  """
-  out = {}
-  for name, value in state_dict.items():
-    name = name[len('module.'):] if name.startswith('module.') else name
-    if name.startswith('fc.'):
-      continue
-    module, _, leaf = name.rpartition('.')
-    module_path = _module_path(module)
-    value = np.asarray(value)
-    if 'se' in module_path and value.ndim == 4:  # timm's SE uses 1x1 convs; jreid's Dense
-      value = value[:, :, 0, 0]
-    converted = _leaf(module_path, leaf, value)
-    if converted is not None:
-      path, array = converted
-      out[(path[0], *prefix, *path[1:])] = array
-  return out
-
-
-def _check_zero_bias(name: str, value: np.ndarray) -> None:
-  if np.any(np.abs(value) > 1e-6):
-    raise WeightConversionError(
-        f'{name} is not zero (max |b| = {np.abs(value).max():.3g}), but jreid\'s BNNeck has no bias '
-        '(FastReID freezes it at zero): this checkpoint was trained with a learnable neck bias and '
-        'cannot be converted exactly.')
-
-
-def _convert_head(prefix: str, sd: Mapping[str, np.ndarray], pool: str, head: str,
-                  has_reduction: bool) -> dict[Path, np.ndarray]:
-  """FastReID EmbeddingHead tensors named `prefix.*` -> jreid pooling `pool` and head `head`."""
-  out = {}
-  bneck = 'bottleneck.1' if has_reduction else 'bottleneck.0'
-  for name, value in sd.items():
-    if not name.startswith(prefix + '.'):
-      continue
-    rest = name[len(prefix) + 1:]
-    value = np.asarray(value)
-    if rest == 'pool_layer.p':
-      out[('params', pool, 'p')] = value.reshape(-1)
-    elif rest == 'weight':  # the classifier [C, D]
-      out[('params', head, 'classifier', 'kernel')] = value.T
-    elif has_reduction and rest == 'bottleneck.0.weight':  # 1x1 conv [D', D, 1, 1]
-      out[('params', head, 'reduction', 'kernel')] = value.reshape(value.shape[:2]).T
-    elif rest.startswith(bneck + '.'):
-      leaf = rest[len(bneck) + 1:]
-      if leaf == 'bias':
-        _check_zero_bias(name, value)
-        continue
-      converted = _leaf([head, 'bnneck'], leaf, value)
-      if converted is not None:
-        out[converted[0]] = converted[1]
-    else:
-      out[('params', head, '<unknown>', rest)] = value  # reported as unexpected
-  return out
-
-
-_MGN_TRUNK = {'0': 'conv1', '1': 'bn1', '4': 'layer1', '5': 'layer2'}
-
-
-def _mgn_name(name: str) -> str | None:
-  """FastReID MGN trunk names -> torchvision-style names inside jreid's MGN modules."""
-  m = re.match(r'^backbone\.(\d+)\.(.*)$', name)
-  if m:
-    idx, rest = m.groups()
-    if idx == '6':
-      return f'backbone.layer3.0.{rest}'
-    if idx in _MGN_TRUNK:
-      return f'backbone.{_MGN_TRUNK[idx]}.{rest}'
-    return None
-  m = re.match(r'^(b[123])\.([01])\.(\d+)\.(.*)$', name)
-  if m:
-    branch, part, block, rest = m.groups()
-    if part == '0':
-      return f'{branch}.layer3.{int(block) + 1}.{rest}'
-    return f'{branch}.layer4.{block}.{rest}'
-  return None
-
-
-def convert_fastreid(state_dict: Mapping[str, np.ndarray],
-                     target_paths: set[Path]) -> dict[Path, np.ndarray]:
-  """A FastReID Baseline or MGN state dict -> {jreid path: array}.
-
-  `target_paths` (the model's flattened variable paths) tells whether the heads have a
-  reduction layer.
-  """
-  sd = {k: np.asarray(v) for k, v in state_dict.items() if k not in ('pixel_mean', 'pixel_std')}
-  has_reduction = lambda head: any(p[1] == head and p[2] == 'reduction' for p in target_paths)
-  if any(k.startswith('b1_head.') for k in sd):  # MGN
-    out, trunk = {}, {}
-    for name, value in sd.items():
-      if re.match(r'^b\d+_head\.', name):
-        continue
-      mapped = _mgn_name(name)
-      if mapped is None:
-        out[('params', '<unknown>', name)] = value
-      else:
-        trunk[mapped] = value
-    for top in ('backbone', 'b1', 'b2', 'b3'):
-      part = {k[len(top) + 1:]: v for k, v in trunk.items() if k.startswith(top + '.')}
-      out.update(convert_resnet(part, (top,)))
-    for feat in ('b1', 'b2', 'b21', 'b22', 'b3', 'b31', 'b32', 'b33'):
-      out.update(_convert_head(f'{feat}_head', sd, f'{feat}_pool', f'{feat}_head',
-                               has_reduction(f'{feat}_head')))
-    return out
-  backbone = {k[len('backbone.'):]: v for k, v in sd.items() if k.startswith('backbone.')}
-  out = convert_resnet(backbone, ('backbone',))
-  out.update(_convert_head('heads', sd, 'pooling', 'head', has_reduction('head')))
-  for name, value in sd.items():
-    if not name.startswith(('backbone.', 'heads.')):
-      out[('params', '<unknown>', name)] = value
-  return out
-
-
-def is_fastreid(state_dict: Mapping[str, Any]) -> bool:
-  """True for a FastReID meta-architecture state dict (names under `backbone.` / `heads.`)."""
-  return any(k.startswith(('backbone.', 'heads.', 'b1_head.')) for k in state_dict)
+def find_converter(state_dict: Mapping[str, Any]) -> Converter:
+  """The first entry of `CONVERTERS` whose detector accepts `state_dict`."""
+  return next(c for c in CONVERTERS if c.detect(state_dict))
 
 
 def _flatten(tree: Any, prefix: Path = ()) -> dict[Path, Any]:
@@ -273,10 +132,10 @@ def _unflatten(flat: dict[Path, Any]) -> dict[str, Any]:
 
 def convert_state_dict(state_dict: Mapping[str, np.ndarray], variables: Mapping[str, Any],
                        scope: str = 'backbone', source: str = 'the weight file') -> dict[str, Any]:
-  """Converts a PyTorch state dict (ResNet or FastReID) into `variables`' structure.
+  """Converts a PyTorch state dict (read by `find_converter`) into `variables`' structure.
 
   Args:
-    state_dict: name -> array (see the module docstring for the accepted naming).
+    state_dict: name -> array (the accepted naming is in the converters' modules).
     variables: the model's initial variables ({'params', 'batch_stats'}), for structure, shapes
       and dtypes.
     scope: 'backbone' replaces the backbone only (a plain ResNet file, or the backbone of a
@@ -285,16 +144,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], variables: Mapping[
     source: how errors name the file.
   """
   flat_paths = set(_flatten(jax.device_get(variables)))
-  from jreid import weights_osnet  # pylint: disable=g-import-not-at-top (it imports this module)
-  if weights_osnet.is_osnet(state_dict):  # torchreid / FastReID OSNet (osnet_x1_0, osnet_ibn_x1_0)
-    converted = weights_osnet.convert_osnet_checkpoint(state_dict, flat_paths, scope, source)
-  elif is_fastreid(state_dict):
-    converted = convert_fastreid(state_dict, flat_paths)
-  else:
-    if scope == 'all':
-      raise WeightConversionError(f'{source} is a plain ResNet state dict (no FastReID head): '
-                                  "it can only initialise the backbone (scope='backbone').")
-    converted = convert_resnet(state_dict, ('backbone',))
+  converted = find_converter(state_dict).convert(state_dict, flat_paths, scope, source)
   if scope == 'all':
     return merge(variables, converted, (), source)
   if scope != 'backbone':

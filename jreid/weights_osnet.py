@@ -7,15 +7,15 @@ Accepted state dicts:
   embedding layer `fc.*` (Linear + BatchNorm1d) and the `classifier.*` are not part of the
   backbone and are dropped.
 * A FastReID checkpoint with an OSNet backbone (`backbone.conv1.conv.weight`, ...; FastReID's
-  OSNet uses torchreid's names) and a FastReID `EmbeddingHead` (`heads.*`), converted like
-  `jreid.weights.convert_fastreid` does for ResNets.
+  OSNet uses torchreid's names) and a FastReID `EmbeddingHead` (`heads.*`), converted as for
+  ResNets (`jreid.weights_common.convert_fastreid_baseline`).
 
 Name mapping (torchreid -> jreid): the transition `convN.2.0` (N = 2, 3; the Sequential of
 Conv1x1 and AvgPool after the two OSBlocks) -> `convN_transition`; every other Sequential index
 joins its parent: `conv2.0.conv2b.1.conv1` -> `conv2_0/conv2b_1/conv1`. The gate's 1x1
 convolutions `gate.fc1/fc2` [out, in, 1, 1] become Dense kernels [in, out]. Convolutions OIHW ->
 HWIO, BatchNorm -> scale/bias + mean/var, InstanceNorm (`conv1.bn` of the IBN stem, `IN`) ->
-scale/bias, as in `jreid.weights`.
+scale/bias, as `jreid.weights_common.convert_leaf`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from jreid import weights
-from jreid.weights import Path
+from jreid.weights_common import (
+    Path, WeightConversionError, convert_fastreid_baseline, convert_leaf, is_fastreid)
 
 # A tensor only an OSNet has (torchreid's first Lite 3x3 of the first OSBlock).
 _OSNET_MARKER = 'conv2.0.conv2a.conv1.weight'
@@ -72,7 +72,7 @@ def convert_osnet(state_dict: Mapping[str, np.ndarray], prefix: Path = ()) -> di
     value = np.asarray(value)
     if module_path[-1:] in (['fc1'], ['fc2']) and 'gate' in module_path and value.ndim == 4:
       value = value[:, :, 0, 0]  # 1x1 conv on the pooled map -> Dense
-    converted = weights._leaf(module_path, leaf, value)  # pylint: disable=protected-access
+    converted = convert_leaf(module_path, leaf, value)
     if converted is not None:
       path, array = converted
       out[(path[0], *prefix, *path[1:])] = array
@@ -87,20 +87,10 @@ def convert_osnet_checkpoint(state_dict: Mapping[str, np.ndarray], target_paths:
   `target_paths` (the model's flattened variable paths) tells whether the head has a reduction
   layer. scope='all' needs a FastReID checkpoint (a torchreid file has no jreid head).
   """
-  if weights.is_fastreid(state_dict):
-    sd = {k: np.asarray(v) for k, v in state_dict.items()
-          if k not in ('pixel_mean', 'pixel_std')}
-    backbone = {k[len('backbone.'):]: v for k, v in sd.items() if k.startswith('backbone.')}
-    out = convert_osnet(backbone, ('backbone',))
-    has_reduction = any(p[1] == 'head' and p[2] == 'reduction' for p in target_paths
-                        if len(p) > 2)
-    out.update(weights._convert_head('heads', sd, 'pooling', 'head', has_reduction))  # pylint: disable=protected-access
-    for name, value in sd.items():
-      if not name.startswith(('backbone.', 'heads.')):
-        out[('params', '<unknown>', name)] = value
-    return out
+  if is_fastreid(state_dict):
+    return convert_fastreid_baseline(state_dict, target_paths, convert_osnet)
   if scope == 'all':
-    raise weights.WeightConversionError(
+    raise WeightConversionError(
         f'{source} is a plain torchreid OSNet state dict (no FastReID head): it can only '
         "initialise the backbone (scope='backbone').")
   return convert_osnet(state_dict, ('backbone',))

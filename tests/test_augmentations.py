@@ -1,7 +1,8 @@
 """Tests of the augmentation ops added to data_pipelines.transforms and data_pipelines.autoaugment.
 
 Each op is checked against a plain numpy (or PIL) reference given its random draws, eagerly and
-inside tf.data; the default chain is held byte-identical to the chain before these ops existed.
+inside tf.data; FastReID's default chain is held byte-identical to recorded digests, and every
+op registers itself where it is defined.
 """
 
 import hashlib
@@ -11,6 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from data_pipelines import augment_primitives
+from data_pipelines import augment_registry
 from data_pipelines import autoaugment as aa
 from data_pipelines import transforms
 from jreid import config_defaults
@@ -139,7 +142,7 @@ def np_op(image, name, m):
   if name == 'Sharpness':
     return np_sharpness(image, 1 + np.float32(m))
   if name == 'Rotate':
-    return np_warp(image, transforms.affine_inverse(tf.constant([m, 0, 0, 1, 0]), h, w).numpy())
+    return np_warp(image, augment_primitives.affine_inverse(tf.constant([m, 0, 0, 1, 0]), h, w).numpy())
   if name == 'ShearX':
     return np_warp(image, [1, m, 0, 0, 1, 0])
   if name == 'ShearY':
@@ -172,7 +175,7 @@ def _digest(cfg, size=(32, 16)):
 
 
 def test_default_chain_is_unchanged():
-  # Digests computed with data_pipelines/transforms.py before config.augment.ops existed.
+  # Digests of FastReID's recipe as first implemented (resize, flip, pad + crop, jitter, erasing).
   base = config_defaults.base_config().augment
   assert tuple(base.ops) == ()
   assert _digest(base) == 'd8ca8e6ebc5ba91d7cf4cd042fcdc6cef904fd84b0fd9a39ae37a107e4da1aed'
@@ -233,16 +236,16 @@ def test_random_occlusion_matches_qaconv_reference():
 
 def test_affine_inverse_matches_numpy():
   for params in [(30.0, 2.0, -3.0, 1.1, 8.0), (-7.5, 0.0, 0.0, 0.9, -4.0), (0, 1, 1, 1, 0)]:
-    got = transforms.affine_inverse(tf.constant(params), 24, 12).numpy()
+    got = augment_primitives.affine_inverse(tf.constant(params), 24, 12).numpy()
     np.testing.assert_allclose(got, np_affine_inverse(*params, 24, 12), atol=1e-5)
 
 
 def test_warp_is_exact_for_shifts_and_quarter_turns():
   square = IMAGE[:12]
-  turned = transforms.warp_affine(square, transforms.affine_inverse(
+  turned = augment_primitives.warp_affine(square, augment_primitives.affine_inverse(
       tf.constant([90.0, 0, 0, 1, 0]), 12, 12)).numpy()
   np.testing.assert_array_equal(turned, np.rot90(square))  # counter-clockwise, as torchvision
-  shifted = transforms.warp_affine(IMAGE, transforms.affine_inverse(
+  shifted = augment_primitives.warp_affine(IMAGE, augment_primitives.affine_inverse(
       tf.constant([0.0, 3, -2, 1, 0]), 24, 12)).numpy()
   expected = np.zeros_like(IMAGE)
   expected[:-2, 3:] = IMAGE[2:, :-3]  # right by 3, up by 2
@@ -254,7 +257,7 @@ def test_random_affine_matches_reference():
                                 prob=0.8)
   for i in range(6):
     coin_seed, param_seed = _split(_seed(i), 2)
-    params = transforms.affine_params(param_seed, 20.0, (0.1, 0.2), (0.8, 1.2), 10.0, 24,
+    params = augment_primitives.affine_params(param_seed, 20.0, (0.1, 0.2), (0.8, 1.2), 10.0, 24,
                                       12).numpy()
     u = tf.random.stateless_uniform([5], param_seed).numpy()
     np.testing.assert_allclose(params, [20 * (2 * u[0] - 1), np.round(1.2 * (2 * u[1] - 1)),
@@ -262,7 +265,7 @@ def test_random_affine_matches_reference():
                                         10 * (2 * u[4] - 1)], rtol=1e-5, atol=1e-5)
     out = op(tf.constant(IMAGE), _seed(i)).numpy()
     if _coin(coin_seed, 0.8):
-      inverse = transforms.affine_inverse(params, 24, 12).numpy()
+      inverse = augment_primitives.affine_inverse(params, 24, 12).numpy()
       np.testing.assert_array_equal(out, np_warp(IMAGE, inverse))
     else:
       np.testing.assert_array_equal(out, IMAGE)
@@ -272,9 +275,9 @@ def test_rotation_stays_within_degrees():
   op = transforms.rotation(5.0)
   for i in range(4):
     _, param_seed = _split(_seed(i), 2)
-    params = transforms.affine_params(param_seed, 5.0, (0, 0), (1, 1), 0.0, 24, 12).numpy()
+    params = augment_primitives.affine_params(param_seed, 5.0, (0, 0), (1, 1), 0.0, 24, 12).numpy()
     assert abs(params[0]) <= 5 and params[3] == 1 and params[1] == params[2] == params[4] == 0
-    inverse = transforms.affine_inverse(params, 24, 12).numpy()
+    inverse = augment_primitives.affine_inverse(params, 24, 12).numpy()
     np.testing.assert_array_equal(op(tf.constant(IMAGE), _seed(i)).numpy(),
                                   np_warp(IMAGE, inverse))
 
@@ -420,7 +423,7 @@ def test_build_batch_transform():
   batch_op = transforms.build_batch_transform(_cfg(batch_ops=('random_patch(prob=1.0)',)))
   np.testing.assert_array_equal(batch_op(images, seeds),
                                 transforms.random_patch(prob=1.0)(images, seeds))
-  with pytest.raises(ValueError, match='unknown batch transform'):
+  with pytest.raises(ValueError, match="batch_ops entry 'flip': unknown batch transform"):
     transforms.build_batch_transform(_cfg(batch_ops=('flip',)))
 
 
@@ -466,11 +469,12 @@ def test_chain_from_config_ops():
 
 
 @pytest.mark.parametrize('ops,match', [
-    (('rotate',), 'unknown transform'), (('flip(',), 'must be a transform name'),
+    (('rotate',), "unknown transform 'rotate'; did you mean 'rotation'"), (('flip(',), 'must be a transform name'),
     (('resize(10, 5)',), 'takes no arguments'), (('flip(prob=0.5, bogus=1)',), 'bad arguments'),
     (('flip(prob=x)',), 'must be a transform name'), (('flip(prob=2.0)',), 'probability'),
     (('cutout(size=0)',), 'size'), (('random_affine(scale=(1.2, 1.1))',), 'scale'),
-    (('augmix(depth=4)',), 'depth'), (('color_jitter',), 'would never apply')])
+    (('augmix(depth=4)',), 'depth'),
+    (('color_jitter',), r'color_jitter_prob = 0.0, so it would never apply')])
 def test_bad_ops_raise_clear_errors(ops, match):
   with pytest.raises(ValueError, match=match):
     transforms.build_train_transform(_cfg(ops=ops), (24, 12))
@@ -490,3 +494,45 @@ def test_random_grayscale_matches_numpy_eagerly_and_in_tf_data():
   np.testing.assert_array_equal(op(grey, seeds[0]).numpy(), grey)  # grey stays grey
   with pytest.raises(ValueError, match='random_grayscale'):
     transforms.get_transform('random_grayscale', prob=1.5)
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def test_every_op_registers_itself_where_it_is_defined():
+  assert augment_registry.TRANSFORMS.names() == sorted([
+      'resize', 'flip', 'pad_crop', 'random_erasing', 'color_jitter', 'random_grayscale',
+      'cutout', 'random_occlusion', 'random_affine', 'rotation', 'autoaugment', 'augmix'])
+  assert augment_registry.TRANSFORMS.get('augmix') is aa.augmix
+  assert augment_registry.TRANSFORMS.get('flip') is transforms.flip
+  assert augment_registry.BATCH_TRANSFORMS.names() == ['random_patch']
+  # The declared config keys are config.augment's (colour jitter strengths are optional keys).
+  keys = set(config_defaults.base_config().augment)
+  for name, declared in augment_registry.CONFIG_KEYS.items():
+    for key in declared.values():
+      assert key in keys or key in {f'color_jitter_{k}' for k in transforms.DEFAULT_JITTER}, name
+
+
+def test_a_new_op_is_one_decorated_function(monkeypatch):
+  registry = augment_registry.TRANSFORMS
+  monkeypatch.setattr(registry, '_entries', dict(registry._entries))  # pylint: disable=protected-access
+  monkeypatch.setattr(augment_registry, 'CONFIG_KEYS', dict(augment_registry.CONFIG_KEYS))
+  monkeypatch.setattr(augment_registry, 'GATES', dict(augment_registry.GATES))
+
+  @augment_registry.register_op('invert_test', config_keys={'prob': 'flip_prob'}, gate='prob')
+  def invert_test(prob: float = 0.5):
+    def apply(image, seed):
+      return tf.cond(augment_primitives.coin(seed, prob), lambda: 255 - image, lambda: image)
+    return apply
+
+  # Its prob comes from config.augment.flip_prob, as it declares.
+  chain = transforms.build_train_transform(_cfg(flip_prob=1.0, ops=('invert_test',)), (24, 12))
+  np.testing.assert_array_equal(chain(tf.constant(IMAGE), _seed(0)), 255 - IMAGE)
+  kept = transforms.build_train_transform(_cfg(ops=('invert_test(prob=0.0)',)), (24, 12))
+  np.testing.assert_array_equal(kept(tf.constant(IMAGE), _seed(0)), IMAGE)
+  with pytest.raises(ValueError, match='flip_prob = 0.0, so it would never apply'):
+    transforms.build_train_transform(_cfg(flip_prob=0.0, ops=('invert_test',)), (24, 12))
+  with pytest.raises(ValueError, match="did you mean 'invert_test'"):
+    transforms.build_train_transform(_cfg(ops=('invert_tset',)), (24, 12))
+  with pytest.raises(ValueError, match='registered twice'):
+    augment_registry.register_op('invert_test')(invert_test)

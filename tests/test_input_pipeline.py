@@ -269,7 +269,7 @@ def test_build_train_transform():
 
 
 def test_transform_arguments_are_checked():
-  with pytest.raises(ValueError, match='Unknown transform'):
+  with pytest.raises(ValueError, match="unknown transform 'rotate'; did you mean 'rotation'"):
     transforms.get_transform('rotate')
   with pytest.raises(ValueError, match='flip_prob'):
     transforms.flip(1.5)

@@ -1,6 +1,5 @@
-"""jreid.published (re-exported by benchmarks/published.py): the FastReID model-zoo table is complete
-and internally consistent, and the named variants of the configs put their published rows beside
-their own.
+"""jreid.published: the FastReID model-zoo table is complete and internally consistent, and the
+named variants of the configs put their published rows beside their own.
 
 Each check holds for every entry of the source table (docs/MODEL_ZOO.md of JDAI-CV/fast-reid at
 the revision named in published.py), so it fails on a real transcription error: a missing or
@@ -12,7 +11,7 @@ import re
 
 import pytest
 
-from benchmarks import published
+from jreid import published
 from jreid import train
 from jreid.evaluation import format_results_table
 

@@ -1,4 +1,5 @@
-"""Tests for the issue-6 readers on tiny folders in each dataset's official layout."""
+"""Tests for the CUHK03-NP, CSV, SYSU-MM01, RegDB, RandPerson, ClonedPerson, partial / occluded,
+VehicleID and VERI-Wild readers on tiny folders in each dataset's official layout."""
 
 import io
 import os

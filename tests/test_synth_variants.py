@@ -2,7 +2,9 @@
 
 import collections
 import dataclasses
+import hashlib
 import io
+import json
 import pathlib
 
 import ml_collections
@@ -13,6 +15,8 @@ import pytest
 from data_pipelines import datasets
 from data_pipelines import market1501
 from data_pipelines import synthreid
+from data_pipelines.synthreid import infrared as synthreid_ir
+from data_pipelines.synthreid import render
 from data_pipelines import synthvehicle
 from data_pipelines import sysu_mm01
 from data_pipelines import veri
@@ -56,22 +60,22 @@ def test_domain_b_is_deterministic_and_differs_from_a(domain_b, tmp_path):
 
 def test_domain_b_has_its_own_identities_palettes_and_cameras():
   spec_b = dataclasses.replace(TINY, domain='b')
-  palette_a = {tuple(c) for c in synthreid._CLOTH}
-  palette_b = {tuple(c) for c in synthreid._CLOTH_B}
+  palette_a = {tuple(c) for c in render.CLOTH}
+  palette_b = {tuple(c) for c in render.CLOTH_B}
   assert not palette_a & palette_b
   shots_a, shots_b = synthreid.plan_shots(TINY), synthreid.plan_shots(spec_b)
   for shot_a, shot_b in zip(shots_a, shots_b):
     if shot_b.person_key is None:
       continue
-    person_b = synthreid._person(spec_b, shot_b.person_key)
+    person_b = render.person_look(spec_b, shot_b.person_key)
     assert tuple(person_b.upper) in palette_b and tuple(person_b.lower) in palette_b
     assert shot_a.person_key != shot_b.person_key  # other people, not recoloured ones
   for cam in range(1, 7):
-    camera_a, camera_b = synthreid._camera(TINY, cam), synthreid._camera(spec_b, cam)
+    camera_a, camera_b = render.camera_look(TINY, cam), render.camera_look(spec_b, cam)
     assert (camera_a.gamma, camera_a.saturation) == (1.0, 1.0)
     assert not np.array_equal(camera_a.background, camera_b.background)
   looks = {(c.gain, tuple(c.cast), c.gamma, c.saturation)
-           for c in (synthreid._camera(spec_b, cam) for cam in range(1, 7))}
+           for c in (render.camera_look(spec_b, cam) for cam in range(1, 7))}
   assert len(looks) == 6
 
 
@@ -164,11 +168,11 @@ def test_infrared_images_are_grey_with_bright_skin_and_visible_ones_coloured(inf
   assert min(max(spreads[c]) for c in ('cam1', 'cam2', 'cam4', 'cam5') if c in spreads) > 30
   # Body heat: exposed skin is the hottest surface, the scene the coldest.
   for shot in (s for s in synthreid.plan_ir_shots(TINY) if s.modality == 'infrared'):
-    p = synthreid._thermal_person(TINY, shot.person_key)
+    p = synthreid_ir.thermal_person_look(TINY, shot.person_key)
     parts = [p.hair, p.upper, p.lower, p.shoes] + [x for x in (p.backpack, p.bag, p.hat)
                                                    if x is not None]
     assert p.skin[0] > max(float(x[0]) for x in parts) and p.skin[0] >= 220
-    assert p.pattern == synthreid._SOLID and p.logo is None
+    assert p.pattern == render.SOLID and p.logo is None
     img = synthreid.render_shot(TINY, shot)[..., 0].astype(np.float32)
     border = np.concatenate([img[:, :3].ravel(), img[:, -3:].ravel()])
     assert np.percentile(img, 99.5) > 180 and np.median(border) < 100
@@ -263,3 +267,50 @@ def test_registered_synthetic_variants_load(tmp_path):
       f'synthreid_v1_{synthreid.spec_hash(dataclasses.replace(TINY, query_occlusion="mixed"))}',
       f'synthreid_ir_v1_{synthreid.spec_hash(TINY)}',
       f'synthvehicle_v1_{synthvehicle.spec_hash(TINY_VEHICLE)}'])
+
+
+# --- unchanged output ---------------------------------------------------------------------------
+
+# Digests of every variant's file tree, metadata files and image pixels, recorded from the
+# reference generators: reorganising the code must leave them unchanged. Pixels (not JPEG bytes)
+# are hashed so that another Pillow build does not fail the test.
+GENERATED_SHA256 = {
+    'a': 'a142158adf28f3e3cd5e485276f90a54bbb7f3a84f79caa088cf99c927aee3bb',
+    'b_mixed': '3bc2d6afbf77ce7693d1e7d26c3d987a0ba15d93fc4d80fc10b2a03929c0fd8d',
+    'infrared': 'f8afa41d7903bdfbbecf5e33013f6a46767927a5c4ff7a9ba96e7f45dcc7506e',
+    'vehicle': 'be367140890adc571cf3514981d2a2fbf2326fb5763598ecfbc5056bb95d0ee7',
+}
+
+
+def generated_digest(root: pathlib.Path, images: list[np.ndarray]) -> str:
+  """sha256 of the file tree under `root`, its non-JPEG files and the rendered `images`."""
+  digest = hashlib.sha256()
+  for path in sorted(p for p in root.rglob('*') if p.is_file()):
+    digest.update(path.relative_to(root).as_posix().encode() + b'\n')
+    if path.suffix == '.json':
+      info = json.loads(path.read_text())
+      info.pop('generation_seconds')
+      digest.update(json.dumps(info, sort_keys=True).encode())
+    elif path.suffix != '.jpg':
+      digest.update(path.read_bytes())
+  for image in images:
+    digest.update(image.tobytes())
+  return digest.hexdigest()
+
+
+def test_generated_files_are_unchanged(tmp_path):
+  spec_b = dataclasses.replace(TINY, domain='b', query_occlusion='mixed')
+  runs = {
+      'a': (synthreid.generate_synthreid, TINY, synthreid.plan_shots, synthreid.render_shot),
+      'b_mixed': (synthreid.generate_synthreid, spec_b, synthreid.plan_shots,
+                  synthreid.render_shot),
+      'infrared': (synthreid.generate_synthreid_ir, TINY, synthreid.plan_ir_shots,
+                   synthreid.render_shot),
+      'vehicle': (synthvehicle.generate_synthvehicle, TINY_VEHICLE, synthvehicle.plan_shots,
+                  synthvehicle.render_shot),
+  }
+  digests = {}
+  for name, (generate, spec, plan, render) in runs.items():
+    root = generate(tmp_path / name, spec)
+    digests[name] = generated_digest(root, [render(spec, shot) for shot in plan(spec)])
+  assert digests == GENERATED_SHA256

@@ -6,11 +6,14 @@ import hashlib
 import json
 import pathlib
 import re
+import subprocess
+import sys
 
 from PIL import Image
 import pytest
 
 from data_pipelines import synthreid
+from data_pipelines.synthreid import cache
 from data_pipelines.types import DatasetError
 
 TINY = synthreid.SynthReIDSpec(
@@ -156,8 +159,8 @@ def test_generate_refuses_to_overwrite_unless_asked(root, tmp_path):
 
 def test_ensure_caches(tmp_path, monkeypatch):
   calls = []
-  generate = synthreid.generate_synthreid
-  monkeypatch.setattr(synthreid, 'generate_synthreid',
+  generate = cache.generate_synthreid
+  monkeypatch.setattr(cache, 'generate_synthreid',
                       lambda *args, **kwargs: calls.append(args) or generate(*args, **kwargs))
   first = synthreid.ensure_synthreid(tmp_path, TINY)
   assert first.name == f'synthreid_v1_{synthreid.spec_hash(TINY)}' and first.parent == tmp_path
@@ -168,16 +171,16 @@ def test_ensure_caches(tmp_path, monkeypatch):
 
 
 def test_ensure_race_keeps_the_winner_and_cleans_up(tmp_path, monkeypatch):
-  write = synthreid._write_dataset
+  write = cache.write_dataset
 
   def slow_write(directory, spec):
     # While this process draws, another one publishes the same dataset.
-    monkeypatch.setattr(synthreid, '_write_dataset', write)
+    monkeypatch.setattr(cache, 'write_dataset', write)
     winner = synthreid.ensure_synthreid(tmp_path, spec)
     (winner / 'winner').write_text('')
     return write(directory, spec)
 
-  monkeypatch.setattr(synthreid, '_write_dataset', slow_write)
+  monkeypatch.setattr(cache, 'write_dataset', slow_write)
   root = synthreid.ensure_synthreid(tmp_path, TINY)
   assert (root / 'winner').exists()
   assert [p.name for p in tmp_path.iterdir()] == [root.name]
@@ -216,6 +219,19 @@ def test_cli(tmp_path, capsys):
   assert len(list((out / 'bounding_box_train').iterdir())) == 8
   with pytest.raises(SystemExit, match='KEY=VALUE'):
     synthreid.main(['--out', str(tmp_path / 'x'), '--spec', 'num_trian_ids=2'])
+
+
+def test_cli_runs_as_a_module(tmp_path):
+  out = tmp_path / 'module'
+  result = subprocess.run(
+      [sys.executable, '-m', 'data_pipelines.synthreid', '--out', str(out), '--spec',
+       'num_train_ids=1', 'num_test_ids=1', 'num_distractors=0', 'num_junk=0',
+       'min_images_per_id=4', 'max_images_per_id=4'],
+      cwd=pathlib.Path(__file__).resolve().parents[1], capture_output=True, text=True,
+      check=False)
+  assert result.returncode == 0, result.stderr
+  assert 'train_ids: 1' in result.stdout and 'Warning' not in result.stderr
+  assert len(list((out / 'bounding_box_train').iterdir())) == 4
 
 
 

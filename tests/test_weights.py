@@ -267,3 +267,19 @@ def test_qaconv_trunk_loads_a_resnet_state_dict_without_its_layer4(tmp_path):
   torch.save(sd, path)
   with pytest.raises(weights.WeightConversionError, match='layer3_0/conv1'):
     weights.load_pretrained_trunk(variables, path, cfg)
+
+
+def test_each_state_dict_finds_its_converter():
+  zeros = np.zeros((1, 1, 3, 3), np.float32)
+  cases = {
+      'osnet': [{'conv2.0.conv2a.conv1.weight': zeros},
+                {'module.conv2.0.conv2a.conv1.weight': zeros},
+                {'backbone.conv2.0.conv2a.conv1.weight': zeros, 'heads.weight': zeros}],
+      'fastreid': [{'backbone.conv1.weight': zeros, 'heads.weight': zeros},
+                   {'backbone.0.weight': zeros, 'b1_head.weight': zeros}],
+      'resnet': [{'conv1.weight': zeros}, {'module.layer1.0.conv1.weight': zeros}],
+  }
+  for name, state_dicts in cases.items():
+    for sd in state_dicts:
+      assert weights.find_converter(sd).name == name, sorted(sd)
+  assert [c.name for c in weights.CONVERTERS] == ['osnet', 'fastreid', 'resnet']

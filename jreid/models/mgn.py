@@ -79,7 +79,7 @@ class ResNetBlocks(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     if self.with_stem:
-      x = resnet._conv(self.width, 7, 2, self.dtype, 'conv1')(x)  # pylint: disable=protected-access
+      x = resnet.conv2d(self.width, 7, 2, self.dtype, 'conv1')(x)
       if self.ibn_stem == 'b':
         x = resnet.instance_norm(self.dtype, 'bn1')(x)
       else:

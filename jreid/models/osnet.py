@@ -42,7 +42,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jreid.models import BACKBONES
-from jreid.models.resnet import BATCH_NORM_ARGS, _conv, conv_kernel_init, instance_norm
+from jreid.models.resnet import BATCH_NORM_ARGS, conv2d, conv_kernel_init, instance_norm
 from jreid.models.resnet import stem_max_pool
 
 STAGE_BLOCKS = (2, 2, 2)  # OSBlocks in conv2, conv3, conv4 (every torchreid OSNet).
@@ -70,7 +70,7 @@ class ConvBN(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-    x = _conv(self.features, self.kernel, self.stride, self.dtype, 'conv')(x)
+    x = conv2d(self.features, self.kernel, self.stride, self.dtype, 'conv')(x)
     if self.instance_norm:
       x = instance_norm(self.dtype, 'bn')(x)
     else:
@@ -86,8 +86,8 @@ class LiteConv3x3(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-    x = _conv(self.features, 1, 1, self.dtype, 'conv1')(x)
-    x = _conv(self.features, 3, 1, self.dtype, 'conv2', groups=self.features)(x)
+    x = conv2d(self.features, 1, 1, self.dtype, 'conv1')(x)
+    x = conv2d(self.features, 3, 1, self.dtype, 'conv2', groups=self.features)(x)
     return nn.relu(_batch_norm(train, self.dtype, 'bn')(x))
 
 

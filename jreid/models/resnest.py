@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from jreid.models import BACKBONES
 from jreid.models.conv import Conv
-from jreid.models.resnet import BATCH_NORM_ARGS, _conv
+from jreid.models.resnet import BATCH_NORM_ARGS, conv2d
 
 # PyTorch's default Conv2d initialisation, used by the attention 1x1 convolutions (which keep
 # it in the reference: its ResNeSt re-initialises only the convolution weights, with bias).
@@ -56,7 +56,7 @@ class SplitAttention(nn.Module):
     norm = functools.partial(
         nn.BatchNorm, use_running_average=not train, dtype=self.dtype, **BATCH_NORM_ARGS)
     inter = max(x.shape[-1] * self.radix // self.reduction, self.min_inter_channels)
-    y = _conv(self.features * self.radix, 3, self.stride, self.dtype, 'conv',
+    y = conv2d(self.features * self.radix, 3, self.stride, self.dtype, 'conv',
               groups=self.cardinality * self.radix, dilation=self.dilation)(x)
     y = nn.relu(norm(name='bn0')(y))
     batch, height, width, _ = y.shape
@@ -96,7 +96,7 @@ class ResNeStBottleneck(nn.Module):
     norm = functools.partial(
         nn.BatchNorm, use_running_average=not train, dtype=self.dtype, **BATCH_NORM_ARGS)
     group_width = int(self.features * (self.bottleneck_width / 64.0)) * self.cardinality
-    y = nn.relu(norm(name='bn1')(_conv(group_width, 1, 1, self.dtype, 'conv1')(x)))
+    y = nn.relu(norm(name='bn1')(conv2d(group_width, 1, 1, self.dtype, 'conv1')(x)))
     y = SplitAttention(group_width, stride=1 if self.avd else self.stride,
                        dilation=self.dilation, radix=self.radix, cardinality=self.cardinality,
                        min_inter_channels=self.min_inter_channels, dtype=self.dtype,
@@ -104,15 +104,15 @@ class ResNeStBottleneck(nn.Module):
     if self.avd:  # AvgPool2d(3, stride, padding=1), zero padding counted
       y = nn.avg_pool(y, (3, 3), strides=(self.stride, self.stride), padding=((1, 1), (1, 1)),
                       count_include_pad=True)
-    y = norm(name='bn3')(_conv(self.features * self.expansion, 1, 1, self.dtype, 'conv3')(y))
+    y = norm(name='bn3')(conv2d(self.features * self.expansion, 1, 1, self.dtype, 'conv3')(y))
     shortcut = x
     if self.stride != 1 or x.shape[-1] != self.features * self.expansion:
       if self.stride != 1:  # AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False)
         s = self.stride
         pad = tuple((0, -size % s) for size in x.shape[1:3])
         shortcut = nn.avg_pool(x, (s, s), strides=(s, s), padding=pad, count_include_pad=False)
-      shortcut = _conv(self.features * self.expansion, 1, 1, self.dtype,
-                       'downsample_conv')(shortcut)
+      shortcut = conv2d(self.features * self.expansion, 1, 1, self.dtype,
+                        'downsample_conv')(shortcut)
       shortcut = norm(name='downsample_bn')(shortcut)
     return nn.relu(y + shortcut)
 
@@ -144,9 +144,9 @@ class ResNeSt(nn.Module):
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     norm = functools.partial(
         nn.BatchNorm, use_running_average=not train, dtype=self.dtype, **BATCH_NORM_ARGS)
-    x = nn.relu(norm(name='stem_bn1')(_conv(self.stem_width, 3, 2, self.dtype, 'stem_conv1')(x)))
-    x = nn.relu(norm(name='stem_bn2')(_conv(self.stem_width, 3, 1, self.dtype, 'stem_conv2')(x)))
-    x = _conv(self.stem_width * 2, 3, 1, self.dtype, 'stem_conv3')(x)
+    x = nn.relu(norm(name='stem_bn1')(conv2d(self.stem_width, 3, 2, self.dtype, 'stem_conv1')(x)))
+    x = nn.relu(norm(name='stem_bn2')(conv2d(self.stem_width, 3, 1, self.dtype, 'stem_conv2')(x)))
+    x = conv2d(self.stem_width * 2, 3, 1, self.dtype, 'stem_conv3')(x)
     x = nn.relu(norm(name='bn1')(x))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for i, num_blocks in enumerate(self.stage_sizes):

@@ -75,7 +75,7 @@ def stem_max_pool(x: jnp.ndarray, mode: str = 'torchvision') -> jnp.ndarray:
   return nn.max_pool(x, (3, 3), strides=(2, 2), padding=tuple(pads))
 
 
-def _conv(features: int, kernel: int, stride: int, dtype: Any, name: str, groups: int = 1,
+def conv2d(features: int, kernel: int, stride: int, dtype: Any, name: str, groups: int = 1,
           dilation: int = 1) -> nn.Conv:
   """A bias-free convolution padded as PyTorch's `padding=dilation * (kernel // 2)`."""
   pad = dilation * (kernel // 2)
@@ -159,9 +159,9 @@ class BasicBlock(nn.Module):
     norm = functools.partial(
         nn.BatchNorm, use_running_average=not train, dtype=self.dtype, **BATCH_NORM_ARGS
     )
-    y = _conv(self.features, 3, self.stride, self.dtype, 'conv1')(x)
+    y = conv2d(self.features, 3, self.stride, self.dtype, 'conv1')(x)
     y = nn.relu(_bn1(self.ibn, train, self.dtype)(y))
-    y = _conv(self.features, 3, 1, self.dtype, 'conv2')(y)
+    y = conv2d(self.features, 3, 1, self.dtype, 'conv2')(y)
     y = norm(name='bn2')(y)
     if self.with_se:
       y = SqueezeExcitation(dtype=self.dtype, name='se')(y)
@@ -194,11 +194,11 @@ class Bottleneck(nn.Module):
         nn.BatchNorm, use_running_average=not train, dtype=self.dtype, **BATCH_NORM_ARGS
     )
     width = int(self.features * (self.width_per_group / 64.0)) * self.groups
-    y = _conv(width, 1, 1, self.dtype, 'conv1')(x)
+    y = conv2d(width, 1, 1, self.dtype, 'conv1')(x)
     y = nn.relu(_bn1(self.ibn, train, self.dtype)(y))
-    y = _conv(width, 3, self.stride, self.dtype, 'conv2', groups=self.groups)(y)
+    y = conv2d(width, 3, self.stride, self.dtype, 'conv2', groups=self.groups)(y)
     y = nn.relu(norm(name='bn2')(y))
-    y = _conv(self.features * self.expansion, 1, 1, self.dtype, 'conv3')(y)
+    y = conv2d(self.features * self.expansion, 1, 1, self.dtype, 'conv3')(y)
     y = norm(name='bn3')(y)
     if self.with_se:
       y = SqueezeExcitation(dtype=self.dtype, name='se')(y)
@@ -212,7 +212,7 @@ def _shortcut(x: jnp.ndarray, features: int, stride: int, norm: Any, dtype: Any)
   """Identity, or a strided 1x1 convolution + BatchNorm where the shape changes."""
   if stride == 1 and x.shape[-1] == features:
     return x
-  x = _conv(features, 1, stride, dtype, 'downsample_conv')(x)
+  x = conv2d(features, 1, stride, dtype, 'downsample_conv')(x)
   return norm(name='downsample_bn')(x)
 
 
@@ -274,7 +274,7 @@ class ResNet(nn.Module):
     elif self.groups != 1 or self.width_per_group != 64:
       raise ValueError('ResNet: groups/width_per_group (ResNeXt) need the Bottleneck block.')
 
-    x = _conv(self.width, 7, 2, self.dtype, 'conv1')(x)
+    x = conv2d(self.width, 7, 2, self.dtype, 'conv1')(x)
     if self.ibn == 'b':
       x = instance_norm(self.dtype, 'bn1')(x)
     else:

@@ -66,7 +66,7 @@ class ModalityStream(nn.Module):
       return next_fun(*args, **kwargs)
 
     with nn.intercept_methods(add_mask):
-      conv = resnet._conv  # pylint: disable=protected-access
+      conv = resnet.conv2d
       x = conv(self.width, 7, 2, self.dtype, 'conv1')(x)
       x = nn.BatchNorm(use_running_average=not train, dtype=self.dtype, name='bn1',
                        **resnet.BATCH_NORM_ARGS)(x)
