@@ -123,7 +123,8 @@ def _main_in_process(args, capsys) -> subprocess.CompletedProcess:
 def test_main_batch_size_not_divisible_by_k_is_one_line(tmp_path, cache, capsys):
   proc = _main_in_process(_command(tmp_path / 'run', cache, batch_size=24,
                                    **{'sampler.num_instances': 16}), capsys)
-  _assert_one_line_error(proc, 'batch_size 24 is not divisible by sampler.num_instances (K) 16')
+  _assert_one_line_error(proc, 'config.batch_size=24 is not divisible by '
+                         'config.sampler.num_instances=16')
 
 
 def test_main_unwritable_workdir_is_one_line(tmp_path, capsys):
