@@ -152,13 +152,62 @@ def check_fingerprint(found: dict[str, Any], expected: dict[str, Any], path: pat
       'Use a new --workdir for this config, or pass the config that wrote the checkpoint.')
 
 
+def complete_steps(directory: str | pathlib.Path) -> list[int]:
+  """The steps of the complete checkpoints in `directory` (`<step>/state`), ascending."""
+  directory = pathlib.Path(directory)
+  if not directory.is_dir():
+    return []
+  return sorted(int(p.name) for p in directory.iterdir()
+                if p.name.isdigit() and (p / 'state').is_dir())
+
+
+def _steps_hint(directory: pathlib.Path) -> str:
+  steps = complete_steps(directory)
+  if not steps:
+    return ''
+  shown = ', '.join(map(str, steps))
+  return (f'{directory} holds the checkpoints of step{"s" if len(steps) > 1 else ""} {shown}: '
+          f'pass e.g. --checkpoint={directory / str(steps[-1])}')
+
+
+def check_checkpoint_path(path: str | pathlib.Path) -> pathlib.Path:
+  """The absolute `path` when it is one checkpoint directory `WORKDIR/checkpoints/<step>`.
+
+  Cheap (no Orbax): a run can call it before loading data to fail early on a mistyped path.
+
+  Raises:
+    FileNotFoundError: no such directory (naming the steps that do exist beside it), or a path
+      that is not one checkpoint (naming the checkpoints inside it, if it holds some).
+  """
+  path = pathlib.Path(path).expanduser().absolute()
+  if not path.exists():
+    hint = _steps_hint(path.parent)
+    if hint:
+      raise FileNotFoundError(f'checkpoint {path} does not exist; {hint}.')
+    where = (f'{path.parent} holds no complete checkpoint' if path.parent.is_dir()
+             else f'neither does {path.parent}')
+    raise FileNotFoundError(f'checkpoint {path} does not exist ({where}): pass a directory '
+                            'WORKDIR/checkpoints/<step> of a trained run.')
+  if (path / 'state').is_dir():
+    return path
+  # The workdir or its checkpoints folder instead of one step of it.
+  for inner in (path / 'checkpoints', path):
+    hint = _steps_hint(inner)
+    if hint:
+      raise FileNotFoundError(f'{path} is not one jreid checkpoint but {hint}.')
+  kind = 'a file' if path.is_file() else 'a directory without state/ and meta/'
+  raise FileNotFoundError(f'{path} is not a jreid checkpoint ({kind}): expected a directory like '
+                          'WORKDIR/checkpoints/<step> containing state/ and meta/.')
+
+
 def restore_from_path(path: str | pathlib.Path, target: Any, fingerprint: dict[str, Any]) -> Any:
-  """Restores a state from one checkpoint directory `<dir>/checkpoints/<step>` (--checkpoint)."""
-  path = pathlib.Path(path).absolute()
-  if not (path / 'state').is_dir():
-    raise FileNotFoundError(
-        f'{path} is not a jreid checkpoint: expected a directory like WORKDIR/checkpoints/<step> '
-        'containing state/ and meta/.')
+  """Restores a state from one checkpoint directory `<dir>/checkpoints/<step>` (--checkpoint).
+
+  Raises:
+    FileNotFoundError: `path` is not a checkpoint (see `check_checkpoint_path`).
+    CheckpointMismatchError: the checkpoint was written by another model or dataset.
+  """
+  path = check_checkpoint_path(path)
   checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
   meta = checkpointer.restore(path, ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
   check_fingerprint(meta, json.loads(json.dumps(fingerprint)), path)

@@ -356,6 +356,57 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypa
   again.close()
 
 
+def _tiny_checkpoints(directory: pathlib.Path, steps) -> None:
+  """Real Orbax checkpoints of a tiny state at `steps` in `directory`."""
+  ckpt = checkpoint.Checkpointer(directory, {'model': 'tiny'}, keep=len(steps))
+  for step in steps:
+    ckpt.save(step, {'w': jax.numpy.arange(3.0) + step})
+  ckpt.close()
+
+
+def test_checkpoint_path_that_does_not_exist_lists_the_steps_that_do(tmp_path):
+  ckpts = tmp_path / 'run' / 'checkpoints'
+  _tiny_checkpoints(ckpts, (3, 6))
+  (ckpts / '9.orbax-checkpoint-tmp-1').mkdir()  # An unfinished save: not a step to offer.
+  assert checkpoint.complete_steps(ckpts) == [3, 6]
+  restored = checkpoint.restore_from_path(ckpts / '6', {'w': jax.numpy.zeros(3)},
+                                          {'model': 'tiny'})
+  np.testing.assert_array_equal(restored['w'], [6.0, 7.0, 8.0])
+  missing = ckpts / '999'
+  with pytest.raises(FileNotFoundError) as info:
+    checkpoint.restore_from_path(missing, {'w': jax.numpy.zeros(3)}, {'model': 'tiny'})
+  assert str(info.value) == (f'checkpoint {missing} does not exist; {ckpts} holds the checkpoints '
+                             f'of steps 3, 6: pass e.g. --checkpoint={ckpts / "6"}.')
+  # The workdir or its checkpoints folder instead of one step: it says which steps are inside.
+  for folder in (tmp_path / 'run', ckpts):
+    with pytest.raises(FileNotFoundError, match=re.escape(
+        f'{folder} is not one jreid checkpoint but {ckpts} holds the checkpoints of steps 3, 6')):
+      checkpoint.check_checkpoint_path(folder)
+  # Paths that exist but are no checkpoint keep a clear message.
+  (tmp_path / 'notes.txt').write_text('x')
+  with pytest.raises(FileNotFoundError, match=re.escape(
+      f'{tmp_path / "notes.txt"} is not a jreid checkpoint (a file): expected a directory like '
+      'WORKDIR/checkpoints/<step> containing state/ and meta/.')):
+    checkpoint.check_checkpoint_path(tmp_path / 'notes.txt')
+  (tmp_path / 'empty').mkdir()
+  with pytest.raises(FileNotFoundError, match='not a jreid checkpoint \\(a directory without'):
+    checkpoint.check_checkpoint_path(tmp_path / 'empty')
+  with pytest.raises(FileNotFoundError, match=re.escape(
+      f'({tmp_path / "empty"} holds no complete checkpoint)')):
+    checkpoint.check_checkpoint_path(tmp_path / 'empty' / '5')
+  with pytest.raises(FileNotFoundError, match=re.escape(f'(neither does {tmp_path / "nowhere"})')):
+    checkpoint.check_checkpoint_path(tmp_path / 'nowhere' / '5')
+
+
+def test_main_eval_of_a_missing_checkpoint_step_lists_the_steps(tmp_path, cache):
+  run = tmp_path / 'run'
+  _tiny_checkpoints(run / 'checkpoints', (2, 4))
+  proc = _main(_command(run, cache) + ['--mode=eval', f'--checkpoint={run}/checkpoints/999'])
+  _assert_one_line_error(
+      proc, f'checkpoint {run}/checkpoints/999 does not exist; {run}/checkpoints holds the '
+      f'checkpoints of steps 2, 4: pass e.g. --checkpoint={run}/checkpoints/4.')
+
+
 # 2. Interruption ---------------------------------------------------------------------------
 
 
