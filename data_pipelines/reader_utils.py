@@ -31,8 +31,6 @@ SPLITS = ('train', 'query', 'gallery')
 # Image files the readers list (case-insensitive); hidden files ('._x.jpg') are skipped.
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff')
 
-_JPEG_MAGIC = b'\xff\xd8'
-_PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 _CONVERTED_MAGICS = (b'BM', b'II*\x00', b'MM\x00*')  # BMP, little- and big-endian TIFF.
 
 
@@ -57,16 +55,15 @@ def list_images(directory: str) -> list[str]:
                 if entry.is_file() and is_image_file(entry.name))
 
 
-def encoded_image(path: str, dataset: str) -> bytes:
+def encoded_image(path: str, dataset: str) -> bytes:  # pylint: disable=unused-argument
   """The bytes to store for the image file at `path`: JPEG or PNG as is, BMP/TIFF as RGB PNG.
 
-  Raises:
-    DatasetError: the file is empty, corrupt or of another format.
+  Anything else (an empty, truncated or unreadable BMP/TIFF, a file that is no image at all) is
+  stored as it is, so that `validate.validate_splits` skips or refuses it by name
+  (config.data.on_corrupt) instead of the preparation stopping at the first one.
   """
   with open(path, 'rb') as f:
     data = f.read()
-  if data.startswith(_JPEG_MAGIC) or data.startswith(_PNG_MAGIC):
-    return data
   if data.startswith(_CONVERTED_MAGICS):
     from PIL import Image  # pylint: disable=g-import-not-at-top
     try:
@@ -74,11 +71,9 @@ def encoded_image(path: str, dataset: str) -> bytes:
         buffer = io.BytesIO()
         image.convert('RGB').save(buffer, format='PNG')
       return buffer.getvalue()
-    except OSError as error:
-      raise DatasetError(f'{dataset}: cannot read {path} ({error}). Re-extract the archive.') \
-          from error
-  raise DatasetError(f'{dataset}: {path} is not a JPEG, PNG, BMP or TIFF image (empty or '
-                     'corrupt). Re-extract the archive.')
+    except (OSError, ValueError):
+      return data  # Not decodable: validate reports it.
+  return data
 
 
 def _generate_examples(self, root: str, items):
