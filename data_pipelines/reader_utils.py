@@ -138,9 +138,8 @@ def load_splits(builder_cls: type[reid_folder.ReIDFolderBuilder], root: str | os
   root = os.path.abspath(os.path.expanduser(os.fspath(root)))
   files = layout.scan(root)
   data_dir = os.path.expanduser(os.fspath(data_dir)) if data_dir else market1501.default_data_dir()
-  key = reid_folder.folder_key(root, layout, files)
-  builder = market1501.prepare_builder(builder_cls, root, os.path.join(data_dir,
-                                                                       f'{layout.name}_{key}'))
+  builder = market1501.prepare_copy(builder_cls, root, data_dir, layout.name,
+                                    reid_folder.folder_key(root, layout, files))
   splits = {split: market1501._read_split(builder, split)  # pylint: disable=protected-access
             for split in files}
   for split in SPLITS:

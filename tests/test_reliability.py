@@ -306,6 +306,9 @@ def test_main_on_corrupt_error_names_the_files_of_a_users_folder(tmp_path, cache
                          *bad, 'Replace or delete those files',
                          'or set --config.data.on_corrupt=skip')
   assert 'Re-extract the dataset' not in proc.stderr
+  # Local data is prepared, not downloaded: TFDS's "Downloading and preparing" is not shown.
+  assert f'jreid: preparing a cached copy of {root}' in proc.stdout
+  assert 'ownload' not in proc.stdout + proc.stderr
 
 
 def _split(name, pids, camids, images=None) -> ReIDSplit:
