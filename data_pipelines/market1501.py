@@ -20,10 +20,14 @@ layout and read by the same code.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import glob
 import hashlib
+import io
 import os
 import re
+import shutil
 
 import numpy as np
 
@@ -54,7 +58,6 @@ _LAYOUT = (
     '<root>/bounding_box_test/ and <root>/query/ holding images named '
     f'{_EXPECTED_NAME}. Download Market-1501-v15.09.15.zip from {HOMEPAGE}, extract it and pass '
     'the extracted folder (the one holding bounding_box_train/).')
-_JPEG_MAGIC = b'\xff\xd8'
 _JUNK_PID = -1
 
 
@@ -178,14 +181,14 @@ class Market1501(tfds.core.GeneratorBasedBuilder):
             for split, items in scan_market1501(root).items()}
 
   def _generate_examples(self, root: str, items: list[tuple[str, Market1501Name]]):
-    """Yields (index, example) with the file's JPEG bytes unchanged."""
+    """Yields (index, example) with the file's bytes unchanged.
+
+    A file that is not a decodable image (empty, truncated, not an image at all) is stored as it
+    is: `validate.validate_splits` skips or refuses it, naming it (config.data.on_corrupt).
+    """
     for index, (path, name) in enumerate(items):
       with open(os.path.join(root, path), 'rb') as f:
         image = f.read()
-      if not image.startswith(_JPEG_MAGIC):
-        raise DatasetError(
-            f'market1501: {os.path.join(root, path)} is not a JPEG file (empty or corrupt). '
-            'Re-extract the archive.')
       yield index, {
           'image': image,
           'pid': name.pid,
@@ -250,9 +253,10 @@ def load_market1501(root: str | os.PathLike[str],
   """Loads a Market-1501-layout folder, preparing its TFDS copy on first use.
 
   The copy is written by TFDS (atomically, per version directory) to
-  `<data_dir>/market1501_<key>`, where the key hashes the folder's absolute path, its image count
-  per split and its newest modification time: a changed folder gets a fresh copy, an unchanged one
-  is read back without preparing. Nothing is ever downloaded.
+  `<data_dir>/market1501_<root hash>_<key>`, where the key hashes the folder's absolute path, its
+  image count per split and its newest modification time: a changed folder gets a fresh copy that
+  replaces the old one (`prepare_copy`), an unchanged one is read back without preparing. Nothing
+  is ever downloaded.
 
   Args:
     root: the extracted dataset folder (see the module docstring for the layout).
@@ -270,30 +274,60 @@ def load_market1501(root: str | os.PathLike[str],
   root = os.path.abspath(os.path.expanduser(os.fspath(root)))
   files = scan_market1501(root)
   data_dir = os.path.expanduser(os.fspath(data_dir)) if data_dir else default_data_dir()
-  data_dir = os.path.join(data_dir, f'market1501_{_folder_key(root, files)}')
-  builder = prepare_builder(Market1501, root, data_dir)
+  builder = prepare_copy(Market1501, root, data_dir, 'market1501', _folder_key(root, files))
   return {split: _read_split(builder, split) for split in SPLIT_FOLDERS}
+
+
+def prepare_copy(builder_cls: type[tfds.core.GeneratorBasedBuilder], root: str, data_dir: str,
+                 name: str, content_key: str) -> tfds.core.GeneratorBasedBuilder:
+  """The prepared copy of the folder `root` under `data_dir`: one per dataset `name` and root.
+
+  The copy of the folder's current content (`content_key`, e.g. `_folder_key`) lives in
+  `<data_dir>/<name>_<root hash>_<content_key>`. Once it is prepared, the copies of the same
+  root's earlier contents are deleted: a folder edited three times leaves one copy, not three.
+  """
+  root_key = hashlib.sha256(root.encode()).hexdigest()[:8]
+  prefix = f'{name}_{root_key}_'
+  target = os.path.join(data_dir, prefix + content_key)
+  builder = prepare_builder(builder_cls, root, target)
+  for stale in glob.glob(os.path.join(glob.escape(data_dir), glob.escape(prefix) + '*')):
+    if os.path.abspath(stale) != os.path.abspath(target):
+      shutil.rmtree(stale, ignore_errors=True)
+  return builder
 
 
 def prepare_builder(builder_cls: type[tfds.core.GeneratorBasedBuilder], root: str,
                     data_dir: str) -> tfds.core.GeneratorBasedBuilder:
   """Prepares a manual_dir builder from `root` into `data_dir` (once) and returns it.
 
-  Nothing is downloaded; statistics are skipped and examples go to plain TFRecord files.
+  Nothing is downloaded; statistics are skipped and examples go to plain TFRecord files. TFDS's
+  "Downloading and preparing dataset" line is replaced by one saying what happens to the local
+  folder. A preparation that fails (or is interrupted) removes the `data_dir` it created.
   """
   builder = builder_cls(data_dir=data_dir)
+  if os.path.isfile(os.path.join(builder.data_dir, 'dataset_info.json')):
+    return builder  # Prepared before (builder.data_dir is the version's folder).
   tfds.disable_progress_bar()
+  created = not os.path.exists(data_dir)
+  print(f'jreid: preparing a cached copy of {root} in {data_dir} (once, and again when the '
+        'folder changes)', flush=True)
   try:
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(
-            manual_dir=root,
-            try_download_gcs=False,
-            compute_stats=tfds.download.ComputeStatsMode.SKIP),
-        file_format='tfrecord')
-  except OSError:
-    # Another process (e.g. another host of the same job) renamed its finished copy into place
-    # first, so TFDS could not rename ours: read theirs.
-    builder = builder_cls(data_dir=data_dir)
-    if not builder.is_prepared():
-      raise
+    try:
+      with contextlib.redirect_stdout(io.StringIO()):  # TFDS prints that it downloads.
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(
+                manual_dir=root,
+                try_download_gcs=False,
+                compute_stats=tfds.download.ComputeStatsMode.SKIP),
+            file_format='tfrecord')
+    except OSError:
+      # Another process (e.g. another host of the same job) renamed its finished copy into place
+      # first, so TFDS could not rename ours: read theirs.
+      builder = builder_cls(data_dir=data_dir)
+      if not builder.is_prepared():
+        raise
+  except BaseException:
+    if created:
+      shutil.rmtree(data_dir, ignore_errors=True)
+    raise
   return builder

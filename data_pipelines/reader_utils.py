@@ -32,8 +32,6 @@ SPLITS = ('train', 'query', 'gallery')
 # Image files the readers list (case-insensitive); hidden files ('._x.jpg') are skipped.
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff')
 
-_JPEG_MAGIC = b'\xff\xd8'
-_PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 _CONVERTED_MAGICS = (b'BM', b'II*\x00', b'MM\x00*')  # BMP, little- and big-endian TIFF.
 
 
@@ -58,16 +56,15 @@ def list_images(directory: str) -> list[str]:
                 if entry.is_file() and is_image_file(entry.name))
 
 
-def encoded_image(path: str, dataset: str) -> bytes:
+def encoded_image(path: str, dataset: str) -> bytes:  # pylint: disable=unused-argument
   """The bytes to store for the image file at `path`: JPEG or PNG as is, BMP/TIFF as RGB PNG.
 
-  Raises:
-    DatasetError: the file is empty, corrupt or of another format.
+  Anything else (an empty, truncated or unreadable BMP/TIFF, a file that is no image at all) is
+  stored as it is, so that `validate.validate_splits` skips or refuses it by name
+  (config.data.on_corrupt) instead of the preparation stopping at the first one.
   """
   with open(path, 'rb') as f:
     data = f.read()
-  if data.startswith(_JPEG_MAGIC) or data.startswith(_PNG_MAGIC):
-    return data
   if data.startswith(_CONVERTED_MAGICS):
     from PIL import Image  # pylint: disable=g-import-not-at-top
     try:
@@ -75,11 +72,9 @@ def encoded_image(path: str, dataset: str) -> bytes:
         buffer = io.BytesIO()
         image.convert('RGB').save(buffer, format='PNG')
       return buffer.getvalue()
-    except OSError as error:
-      raise DatasetError(f'{dataset}: cannot read {path} ({error}). Re-extract the archive.') \
-          from error
-  raise DatasetError(f'{dataset}: {path} is not a JPEG, PNG, BMP or TIFF image (empty or '
-                     'corrupt). Re-extract the archive.')
+    except (OSError, ValueError):
+      return data  # Not decodable: validate reports it.
+  return data
 
 
 def _generate_examples(self, root: str, items):
@@ -144,9 +139,8 @@ def load_splits(builder_cls: type[reid_folder.ReIDFolderBuilder], root: str | os
   root = os.path.abspath(os.path.expanduser(os.fspath(root)))
   files = layout.scan(root)
   data_dir = os.path.expanduser(os.fspath(data_dir)) if data_dir else market1501.default_data_dir()
-  key = reid_folder.folder_key(root, layout, files)
-  builder = market1501.prepare_builder(builder_cls, root, os.path.join(data_dir,
-                                                                       f'{layout.name}_{key}'))
+  builder = market1501.prepare_copy(builder_cls, root, data_dir, layout.name,
+                                    reid_folder.folder_key(root, layout, files))
   splits = {split: market1501._read_split(builder, split)  # pylint: disable=protected-access
             for split in files}
   for split in SPLITS:

@@ -201,14 +201,10 @@ class ReIDFolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
             for split, items in self.LAYOUT.scan(root).items()}
 
   def _generate_examples(self, root: str, items: list[tuple[str, ImageName]]):
-    """Yields (index, example) with the file's JPEG bytes unchanged."""
+    """Yields (index, example) with the file's bytes unchanged (see Market1501's)."""
     for index, (path, name) in enumerate(items):
       with open(os.path.join(root, path), 'rb') as f:
         image = f.read()
-      if not image.startswith(market1501._JPEG_MAGIC):  # pylint: disable=protected-access
-        raise DatasetError(
-            f'{self.LAYOUT.name}: {os.path.join(root, path)} is not a JPEG file (empty or '
-            'corrupt). Re-extract the archive.')
       yield index, {
           'image': image,
           'pid': name.pid,
@@ -237,9 +233,10 @@ def load(builder_cls: type[ReIDFolderBuilder], root: str | os.PathLike[str],
          data_dir: str | os.PathLike[str] | None = None) -> dict[str, ReIDSplit]:
   """Loads an extracted dataset folder, preparing its TFDS copy on first use.
 
-  The copy is written by TFDS (atomically, per version directory) to `<data_dir>/<name>_<key>`,
-  where the key is `folder_key`: a changed folder gets a fresh copy, an unchanged one is read
-  back without preparing. Nothing is ever downloaded.
+  The copy is written by TFDS (atomically, per version directory) to
+  `<data_dir>/<name>_<root hash>_<key>`, where the key is `folder_key`: a changed folder gets a
+  fresh copy that replaces the old one (`market1501.prepare_copy`), an unchanged one is read back
+  without preparing. Nothing is ever downloaded.
 
   Args:
     builder_cls: the dataset's builder (its `LAYOUT` describes the folder).
@@ -258,8 +255,8 @@ def load(builder_cls: type[ReIDFolderBuilder], root: str | os.PathLike[str],
   root = os.path.abspath(os.path.expanduser(os.fspath(root)))
   files = layout.scan(root)
   data_dir = os.path.expanduser(os.fspath(data_dir)) if data_dir else market1501.default_data_dir()
-  data_dir = os.path.join(data_dir, f'{layout.name}_{folder_key(root, layout, files)}')
-  builder = market1501.prepare_builder(builder_cls, root, data_dir)
+  builder = market1501.prepare_copy(builder_cls, root, data_dir, layout.name,
+                                    folder_key(root, layout, files))
   # The same features as Market-1501, hence its batched TFRecord read-back.
   return {split: market1501._read_split(builder, split)  # pylint: disable=protected-access
           for split in ('train', 'query', 'gallery')}

@@ -8,8 +8,9 @@ on those, so they apply to every dataset alike:
 
 * `find_corrupt` decodes every image once with the decoder the input pipeline uses
   (`tf.io.decode_image`), in a parallel tf.data pass, after a cheap check of the JPEG/PNG start and
-  end markers. A truncated or corrupt file is found here, at load time, instead of stopping a long
-  run at the step that first draws it.
+  end markers. A file that does not decode (empty, truncated, corrupt, or no image at all: the
+  readers store any file as it is) is found here, at load time, instead of stopping a long run at
+  the step that first draws it. A PNG named .jpg decodes, so it is kept.
 * `drop_corrupt` removes those images ('skip', the default: counted and reported once with their
   file names) or stops with a `DatasetError` naming them ('error').
 * `check_query_matches` stops before training when no query image has a valid match in the
@@ -38,6 +39,9 @@ _JPEG_END = b'\xff\xd9'
 _PNG_START = b'\x89PNG\r\n\x1a\n'
 _PNG_END = b'IEND\xaeB`\x82'
 _SHOWN = 10  # File names quoted in a message; the rest are counted.
+_UNDECODABLE = 'empty, truncated, corrupt or not a JPEG/PNG image'
+# The data may be a public archive or a user's own folder: the advice fits both.
+_FIX = 'Replace or delete those files (or re-extract them, if they came from an archive)'
 
 
 def _markers_ok(data: bytes) -> bool:
@@ -119,13 +123,13 @@ def drop_corrupt(split: ReIDSplit, on_corrupt: str = 'skip', decode: bool = True
   if not len(bad):
     return split
   names = [split.filenames[i] for i in bad]
-  what = (f'{len(bad)} of the {len(split)} images of the {split.name!r} split are corrupt or '
-          f'truncated (not a decodable JPEG/PNG): {_quote(names)}')
+  what = (f'{len(bad)} of the {len(split)} images of the {split.name!r} split do not decode '
+          f'({_UNDECODABLE}): {_quote(names)}')
   if on_corrupt == 'error':
-    raise DatasetError(f'{what}. Re-extract the dataset or delete those files, or set '
-                       "--config.data.on_corrupt=skip to train without them.")
+    raise DatasetError(f'{what}. {_FIX}, or set --config.data.on_corrupt=skip to go on without '
+                       'them.')
   if len(bad) == len(split):
-    raise DatasetError(f'{what}: nothing is left. Re-extract the dataset.')
+    raise DatasetError(f'{what}: nothing is left. {_FIX}.')
   if warn:
     print(f'jreid: warning: {what}; skipping them (config.data.on_corrupt=skip).', file=sys.stderr,
           flush=True)
@@ -172,9 +176,8 @@ def validate_splits(splits: Mapping[str, ReIDSplit], on_corrupt: str = 'skip',
       kept = set(out[name].filenames)
       skipped += [f for f in split.filenames if f not in kept]
   if skipped:
-    print(f'jreid: warning: skipping {len(skipped)} corrupt or truncated image(s) (not a '
-          f'decodable JPEG/PNG; config.data.on_corrupt=skip): {_quote(skipped)}', file=sys.stderr,
-          flush=True)
+    print(f'jreid: warning: skipping {len(skipped)} image(s) that do not decode ({_UNDECODABLE}'
+          f'; config.data.on_corrupt=skip): {_quote(skipped)}', file=sys.stderr, flush=True)
   if 'query' in out and 'gallery' in out:
     check_query_matches(out['query'], out['gallery'])
   return out

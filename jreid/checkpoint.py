@@ -7,7 +7,7 @@ a save (SIGKILL, a full disk) resumes from the last complete one; the leftover t
 is never read and is deleted when the next run opens the checkpoints.
 
 `load_torch_state_dict` reads PyTorch weights safely (`torch.load(weights_only=True)`,
-safetensors or a pickle-free `.npz`) for the weight converters.
+safetensors or a pickle-free `.npz`, told apart by their first bytes) for the weight converters.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import json
 import os
 import pathlib
 import shutil
+import zipfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -160,13 +161,62 @@ def check_fingerprint(found: dict[str, Any], expected: dict[str, Any], path: pat
       'Use a new --workdir for this config, or pass the config that wrote the checkpoint.')
 
 
+def complete_steps(directory: str | pathlib.Path) -> list[int]:
+  """The steps of the complete checkpoints in `directory` (`<step>/state`), ascending."""
+  directory = pathlib.Path(directory)
+  if not directory.is_dir():
+    return []
+  return sorted(int(p.name) for p in directory.iterdir()
+                if p.name.isdigit() and (p / 'state').is_dir())
+
+
+def _steps_hint(directory: pathlib.Path) -> str:
+  steps = complete_steps(directory)
+  if not steps:
+    return ''
+  shown = ', '.join(map(str, steps))
+  return (f'{directory} holds the checkpoints of step{"s" if len(steps) > 1 else ""} {shown}: '
+          f'pass e.g. --checkpoint={directory / str(steps[-1])}')
+
+
+def check_checkpoint_path(path: str | pathlib.Path) -> pathlib.Path:
+  """The absolute `path` when it is one checkpoint directory `WORKDIR/checkpoints/<step>`.
+
+  Cheap (no Orbax): a run can call it before loading data to fail early on a mistyped path.
+
+  Raises:
+    FileNotFoundError: no such directory (naming the steps that do exist beside it), or a path
+      that is not one checkpoint (naming the checkpoints inside it, if it holds some).
+  """
+  path = pathlib.Path(path).expanduser().absolute()
+  if not path.exists():
+    hint = _steps_hint(path.parent)
+    if hint:
+      raise FileNotFoundError(f'checkpoint {path} does not exist; {hint}.')
+    where = (f'{path.parent} holds no complete checkpoint' if path.parent.is_dir()
+             else f'neither does {path.parent}')
+    raise FileNotFoundError(f'checkpoint {path} does not exist ({where}): pass a directory '
+                            'WORKDIR/checkpoints/<step> of a trained run.')
+  if (path / 'state').is_dir():
+    return path
+  # The workdir or its checkpoints folder instead of one step of it.
+  for inner in (path / 'checkpoints', path):
+    hint = _steps_hint(inner)
+    if hint:
+      raise FileNotFoundError(f'{path} is not one jreid checkpoint but {hint}.')
+  kind = 'a file' if path.is_file() else 'a directory without state/ and meta/'
+  raise FileNotFoundError(f'{path} is not a jreid checkpoint ({kind}): expected a directory like '
+                          'WORKDIR/checkpoints/<step> containing state/ and meta/.')
+
+
 def restore_from_path(path: str | pathlib.Path, target: Any, fingerprint: dict[str, Any]) -> Any:
-  """Restores a state from one checkpoint directory `<dir>/checkpoints/<step>` (--checkpoint)."""
-  path = pathlib.Path(path).absolute()
-  if not (path / 'state').is_dir():
-    raise FileNotFoundError(
-        f'{path} is not a jreid checkpoint: expected a directory like WORKDIR/checkpoints/<step> '
-        'containing state/ and meta/.')
+  """Restores a state from one checkpoint directory `<dir>/checkpoints/<step>` (--checkpoint).
+
+  Raises:
+    FileNotFoundError: `path` is not a checkpoint (see `check_checkpoint_path`).
+    CheckpointMismatchError: the checkpoint was written by another model or dataset.
+  """
+  path = check_checkpoint_path(path)
   checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
   meta = checkpointer.restore(path, ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
   check_fingerprint(meta, json.loads(json.dumps(fingerprint)), path)
@@ -179,46 +229,130 @@ def _is_tensor(value: Any) -> bool:
   return hasattr(value, 'shape') and hasattr(value, 'dtype')
 
 
+# What load_torch_state_dict reads, for the messages about what a file is instead.
+EXPECTED_WEIGHTS = ('expected PyTorch weights written by torch.save(model.state_dict(), path), a '
+                    '.safetensors file or an .npz of named arrays')
+INSTALL_HINT = 'pip install "jreid[torch]"'
+
+
+def _zip_kind(path: pathlib.Path) -> tuple[str, str]:
+  try:
+    with zipfile.ZipFile(path) as archive:
+      names = archive.namelist()
+  except (zipfile.BadZipFile, OSError, ValueError):
+    return 'other', 'a damaged or truncated zip archive'
+  if any(name.endswith('/data.pkl') or name == 'data.pkl' for name in names):
+    return 'torch', 'a PyTorch file (torch.save zip format)'
+  if names and all(name.endswith('.npy') for name in names):
+    return 'npz', 'an .npz archive'
+  shown = ', '.join(names[:3]) + (', ...' if len(names) > 3 else '')
+  return 'other', f'a zip archive of other files ({shown or "empty"})'
+
+
+def _as_text(head: bytes) -> str | None:
+  """`head` decoded when it is UTF-8 text without control characters, else None."""
+  for cut in range(4):  # The 512 bytes may end inside a multi-byte character.
+    try:
+      text = head[:len(head) - cut].decode('utf-8')
+      break
+    except UnicodeDecodeError:
+      continue
+  else:
+    return None
+  if any(ord(c) < 32 and c not in '\t\n\r\f' for c in text):
+    return None
+  return text
+
+
+def sniff_weight_file(path: str | os.PathLike[str]) -> tuple[str, str]:
+  """What a weight file holds, judged by its first bytes (not its name).
+
+  Returns:
+    (kind, description): kind is 'torch' (torch.save's zip or legacy pickle format),
+    'safetensors', 'npz' or 'other'; the description says what it is in words, e.g. 'an HTML
+    page (a failed download?)'.
+  """
+  path = pathlib.Path(path)
+  size = path.stat().st_size
+  with open(path, 'rb') as f:
+    head = f.read(512)
+  if not head:
+    return 'other', 'an empty file'
+  if head[:4] in (b'PK\x03\x04', b'PK\x05\x06'):
+    return _zip_kind(path)
+  if head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5:
+    return 'torch', "a pickle (torch.save's legacy format, or another Python object)"
+  if len(head) > 8 and head[8:9] == b'{' and 2 <= int.from_bytes(head[:8], 'little') <= size - 8:
+    return 'safetensors', 'a .safetensors file'
+  if head.startswith(b'\x93NUMPY'):
+    return 'other', 'a single .npy array without parameter names (save with np.savez instead)'
+  if head.startswith(b'\x1f\x8b'):
+    return 'other', 'a gzip archive (extract it first)'
+  if head.startswith(b'\x89HDF\r\n\x1a\n'):
+    return 'other', 'an HDF5 file (Keras/TensorFlow weights?)'
+  if len(head) > 262 and head[257:262] == b'ustar':
+    return 'other', 'a tar archive (extract it first)'
+  text = _as_text(head)
+  if text is not None:
+    stripped = text.lstrip()
+    if stripped.startswith('version https://git-lfs'):
+      return 'other', 'a Git LFS pointer, not the file itself (run git lfs pull)'
+    if stripped[:15].lower().startswith(('<!doctype html', '<html')):
+      return 'other', 'an HTML page (a failed download?)'
+    first = stripped.splitlines()[0] if stripped else ''
+    first = first[:40] + ('...' if len(first) > 40 else '')
+    return 'other', f'a text file starting {first!r}'
+  return 'other', f'unrecognised binary data (first bytes {head[:8].hex(" ")})'
+
+
 def load_torch_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
   """A PyTorch state dict (name -> tensor) as numpy arrays, loaded without unpickling code.
 
-  `.pt`/`.pth`/`.bin`: `torch.load(weights_only=True)` (needs torch), which refuses arbitrary
-  pickled objects; a checkpoint dict that nests the weights under 'state_dict' or 'model' is
-  unwrapped. `.safetensors`: the safetensors package. `.npz`: `np.load(allow_pickle=False)`.
+  The format is judged from the file's first bytes (`sniff_weight_file`), whatever its name:
+  torch.save's formats with `torch.load(weights_only=True)` (needs torch), which refuses
+  arbitrary pickled objects, unwrapping a checkpoint dict that nests the weights under
+  'state_dict' or 'model'; safetensors with the safetensors package; `.npz` with
+  `np.load(allow_pickle=False)`. `pip install "jreid[torch]"` installs both packages.
 
   Raises:
     FileNotFoundError: no file at `path`.
-    WeightFileError: the file holds something other than a mapping of names to tensors, cannot
-      be loaded safely, or needs a package that is not installed.
+    WeightFileError: the file is not one of these formats (the message says what it is), holds
+      something other than a mapping of names to tensors, cannot be loaded safely, or needs a
+      package that is not installed.
   """
   path = pathlib.Path(path).expanduser()
   if not path.is_file():
     raise FileNotFoundError(f'weight file {path} does not exist.')
-  suffix = path.suffix.lower()
-  if suffix == '.safetensors':
+  kind, what = sniff_weight_file(path)
+  if kind == 'safetensors':
     try:
       from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
     except ImportError:
-      raise WeightFileError(f'{path} is a .safetensors file but the safetensors package is not '
-                            'installed: pip install safetensors.') from None
+      raise WeightFileError(f'{path} is a .safetensors file, which needs the safetensors package: '
+                            f'{INSTALL_HINT}.') from None
     try:
       obj = load_file(str(path))
     except Exception as e:  # pylint: disable=broad-except
-      raise WeightFileError(f'{path} is not a readable .safetensors file ({e}).') from None
-  elif suffix == '.npz':
+      first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      raise WeightFileError(f'{path} has a .safetensors header but cannot be read ({first}); '
+                            'the file may be truncated: download it again.') from None
+  elif kind == 'npz':
     try:
       with np.load(path, allow_pickle=False) as archive:
         obj = {key: archive[key] for key in archive.files}
     except (ValueError, OSError) as e:
-      raise WeightFileError(f'{path} is not a .npz archive of plain arrays ({e}).') from None
-  else:
+      raise WeightFileError(f'{path} is not a .npz archive of plain arrays ({e}); save numeric '
+                            'arrays with np.savez(path, **state_dict).') from None
+  elif kind == 'torch':
     try:
       import torch  # pylint: disable=g-import-not-at-top
     except ImportError:
-      raise WeightFileError(f'reading the PyTorch file {path} needs torch: pip install torch '
-                            '(or convert it to .safetensors or .npz).') from None
+      raise WeightFileError(f'{path} is {what}, which needs torch to read: {INSTALL_HINT} '
+                            '(or convert it to .safetensors or .npz where torch is installed).'
+                            ) from None
     try:
-      obj = torch.load(path, weights_only=True, map_location='cpu')
+      with open(path, 'rb') as f:  # A file object: torch.load judges a path by its suffix.
+        obj = torch.load(f, weights_only=True, map_location='cpu')
     except Exception as e:  # pylint: disable=broad-except
       first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
       raise WeightFileError(
@@ -229,6 +363,8 @@ def load_torch_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]
       if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
         obj = obj[key]
         break
+  else:
+    raise WeightFileError(f'{path} is not a weight file: it is {what}; {EXPECTED_WEIGHTS}.')
   if not isinstance(obj, Mapping) or not obj:
     raise WeightFileError(f'{path} holds a {type(obj).__name__}, not a state dict: expected a '
                           'non-empty mapping of parameter names to tensors, as written by '

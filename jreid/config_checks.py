@@ -13,6 +13,7 @@ the user passes), then checks every `--config.a.b=value` override against it, an
 
 from __future__ import annotations
 
+import copy
 import difflib
 import importlib.util
 import os
@@ -21,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import ml_collections
+from ml_collections.config_flags import tuple_parser
 
 
 class ConfigError(ValueError):
@@ -174,8 +176,8 @@ def check_command_line(argv: Sequence[str], flag: str = 'config') -> None:
   """Checks the config file and every override of `argv` before absl parses them.
 
   Raises:
-    ConfigError: a missing or failing config file, an unknown key (with the nearest valid key) or
-      a value of the wrong type.
+    ConfigError: a missing or failing config file, an unknown key (with the nearest valid key), a
+      value of the wrong type or out of its range (`jreid.config_ranges`).
   """
   spec, overrides = parse_command_line(argv, flag)
   if spec is None:
@@ -191,12 +193,46 @@ def check_command_line(argv: Sequence[str], flag: str = 'config') -> None:
         raise ConfigError(f'--config.{key} needs a value: --config.{key}=VALUE.')
       continue
     check_value(key, text, current)
+  check_config(with_overrides(config, overrides))
+
+
+def with_overrides(config: ml_collections.ConfigDict,
+                   overrides: Sequence[tuple[str, str | None]]) -> ml_collections.ConfigDict:
+  """A copy of `config` with the checked `overrides` applied as ml_collections' flags apply them.
+
+  A scalar given twice takes its last value; a tuple given twice (`--config.t=1 --config.t=2`)
+  joins them. Keys of other types (None placeholders) are left for ml_collections to handle.
+  """
+  config = copy.deepcopy(config)
+  tuples: dict[str, tuple[Any, ...]] = {}
+  for key, text in overrides:
+    parent, _, leaf = key.rpartition('.')
+    node = lookup(config, parent) if parent else config
+    current = node[leaf]
+    if isinstance(current, bool):
+      value = text is None or text.lower() in _TRUE
+    elif isinstance(current, int):
+      value = int(text)
+    elif isinstance(current, float):
+      value = float(text)
+    elif isinstance(current, tuple):
+      try:
+        value = tuples[key] = tuples.get(key, ()) + tuple_parser.TupleParser().parse(text)
+      except ValueError:
+        continue  # ml_collections reports the malformed tuple.
+    elif isinstance(current, str):
+      value = text
+    else:
+      continue
+    node[leaf] = value
+  return config
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Checks a whole config before any data is loaded: every section is one the method of
-  `config.method` reads (and has), no loss term is configured without being used, and the
-  method's own checks (its optional `check_config`).
+  `config.method` reads (and has), no loss term is configured without being used, every numeric
+  value is in its range (`jreid.config_ranges`), and the method's own checks (its optional
+  `check_config`).
 
   Raises:
     ConfigError: one line naming the key and the fix.
@@ -238,6 +274,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
           f'config.loss.{unused[0]} is set but {unused[0]!r} is not in config.loss.names '
           f'{tuple(config.loss.names)}: add it to config.loss.names or leave its settings at '
           'their defaults.')
+  from jreid import config_ranges  # pylint: disable=g-import-not-at-top  # It imports this module.
+  config_ranges.check_ranges(config)
   if 'sampler' in config and 'set_weight' in config.sampler and config.sampler.set_weight and (
       config.sampler.get('name') != 'set_reweight'):
     raise ConfigError(f"config.sampler.set_weight is only read by config.sampler.name="

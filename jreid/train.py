@@ -452,6 +452,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   writing `eval-<step>/` (config, metrics, report) in the workdir; the training run's own
   config.json, metrics and report are never touched."""
   reference = published_rows(config)
+  if checkpoint_path:
+    checkpoint.check_checkpoint_path(checkpoint_path)  # A mistyped path fails before the data.
   run = build_run(config, workdir, write_config=False)
   if checkpoint_path:
     state = checkpoint.restore_from_path(checkpoint_path, run.method.state,

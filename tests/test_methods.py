@@ -24,21 +24,7 @@ from jreid import config_checks
 from jreid import optim
 from jreid import train
 
-FASTREID = ('market1501', 'dukemtmc', 'msmt17', 'veri')
-VARIANTS = {
-    'bagtricks': [None, *FASTREID, 'market1501,r50_ibn', 'msmt17,s50', 'veri,r101_ibn',
-                  'dataset=dukemtmc,backbone=r50_ibn'],
-    'agw': [None, *FASTREID, 'market1501,s50'],
-    'sbs': [None, *FASTREID, 'msmt17,r101_ibn'],
-    'mgn': [None, *FASTREID, 'market1501,r50_ibn'],
-    'qaconv': [None, 'market1501', 'msmt17', 'msmt17_all', 'randperson',
-               'dataset=msmt17,combine_all=true'],
-    'pplr': [None, 'cam', 'market1501', 'market1501_cam', 'msmt17', 'msmt17_cam', 'veri',
-             'veri_cam', 'market1501,cam'],
-    'agw_sysu': [None, 'paper'], 'agw_regdb': [None, 'paper'],
-    'cmgr_sysu': [None, 'paper'], 'cmgr_regdb': [None, 'paper', 'recipe=paper'],
-    'cluster_contrast': [None, 'hard', 'market1501', 'msmt17', 'market1501,hard'],
-}
+VARIANTS = tiny.VARIANTS
 CONFIG_FILES = sorted(p.stem for p in (tiny.REPO / 'configs').glob('*.py'))
 
 
@@ -186,6 +172,9 @@ def test_every_method_resumes_exactly_and_its_checkpoint_evaluates(name, tmp_pat
                                       str(tmp_path / 'straight' / 'checkpoints' / str(last)))
   assert results['step'] == last and 0.0 <= results['mAP'] <= 1.0
   assert (tmp_path / 'eval' / f'eval-{last}' / 'report.md').exists()
+  with pytest.raises(FileNotFoundError, match=rf'does not exist.*steps.* {last}'):
+    train.evaluate_checkpoint(config, str(tmp_path / 'eval'),
+                              str(tmp_path / 'straight' / 'checkpoints' / '999'))
 
 
 @pytest.mark.parametrize('name,frozen', [('qaconv', '^net/backbone/'),

@@ -302,7 +302,7 @@ def test_cache_reused_and_refreshed_on_list_change(tmp_path, monkeypatch):
   third = msmt17.load_msmt17(root)
   assert calls == ['msmt17', 'msmt17']
   assert len(third['gallery']) == 1
-  assert len(list((tmp_path / 'cache' / 'tfds').iterdir())) == 2
+  assert len(list((tmp_path / 'cache' / 'tfds').iterdir())) == 1  # The new copy replaced the old.
 
 
 @pytest.mark.parametrize('dataset, folder, layout', [

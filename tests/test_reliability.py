@@ -3,6 +3,7 @@
 The README section "Reliability" lists every case with the test that holds it.
 """
 
+import dataclasses
 import errno
 import json
 import os
@@ -123,7 +124,8 @@ def _main_in_process(args, capsys) -> subprocess.CompletedProcess:
 def test_main_batch_size_not_divisible_by_k_is_one_line(tmp_path, cache, capsys):
   proc = _main_in_process(_command(tmp_path / 'run', cache, batch_size=24,
                                    **{'sampler.num_instances': 16}), capsys)
-  _assert_one_line_error(proc, 'batch_size 24 is not a positive multiple of config.sampler.num_instances (K) 16')
+  _assert_one_line_error(proc, 'config.batch_size=24 is not divisible by '
+                         'config.sampler.num_instances=16')
 
 
 def test_main_unwritable_workdir_is_one_line(tmp_path, capsys):
@@ -205,7 +207,7 @@ def test_corrupt_and_truncated_jpegs_are_skipped_or_stop_the_run(tmp_path, cache
   kept = validate.validate_splits(splits, on_corrupt='skip')
   err = capfd.readouterr().err
   warnings = [line for line in err.splitlines() if line.startswith('jreid: warning')]
-  assert len(warnings) == 1 and 'skipping 2 corrupt or truncated image(s)' in warnings[0]
+  assert len(warnings) == 1 and 'skipping 2 image(s) that do not decode' in warnings[0]
   assert all(name in warnings[0] for name in bad_names)
   assert len(kept['train']) == len(train_split) - 2
   assert not set(bad_names) & set(kept['train'].filenames)
@@ -224,6 +226,89 @@ def test_corrupt_and_truncated_jpegs_are_skipped_or_stop_the_run(tmp_path, cache
     validate.validate_splits(splits, on_corrupt='error')
   with pytest.raises(ValueError, match="on_corrupt must be 'skip' or 'error'"):
     validate.drop_corrupt(train_split, on_corrupt='ignore')
+
+
+def _png(seed: int) -> bytes:
+  import io  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  buffer = io.BytesIO()
+  pixels = np.random.default_rng(seed).integers(0, 256, (32, 16, 3), dtype=np.uint8)
+  Image.fromarray(pixels).save(buffer, format='PNG')
+  return buffer.getvalue()
+
+
+def _spoil(folder: pathlib.Path) -> tuple[list[str], str]:
+  """Turns files of `folder` into every kind of non-image; returns their names and a PNG's."""
+  files = sorted(folder.glob('*.jpg'))
+  contents = [
+      bytes(np.random.default_rng(1).integers(0, 256, 2000, dtype=np.uint8)),  # random bytes
+      b'',  # an empty file
+      b'person 12, camera 3: see notes.txt\n',  # a text file named .jpg
+      files[3].read_bytes()[:300],  # a truncated JPEG
+      _png(0)[:-40],  # a truncated PNG
+  ]
+  for path, content in zip(files, contents):
+    path.write_bytes(content)
+  files[len(contents)].write_bytes(_png(1))  # A PNG named .jpg decodes: it is kept.
+  return [f'{folder.name}/{p.name}' for p in files[:len(contents)]], (
+      f'{folder.name}/{files[len(contents)].name}')
+
+
+def test_every_file_that_does_not_decode_is_skipped_or_named(tmp_path, cache, capfd):
+  root = _market_copy(cache, tmp_path)
+  bad, png = _spoil(root / 'bounding_box_train')
+  splits = market1501.load_market1501(root, data_dir=tmp_path / 'tfds')  # Prepares without stopping.
+  capfd.readouterr()
+  kept = validate.validate_splits(splits, on_corrupt='skip')
+  err = capfd.readouterr().err
+  assert err.startswith('jreid: warning: skipping 5 image(s) that do not decode (empty, '
+                        'truncated, corrupt or not a JPEG/PNG image; config.data.on_corrupt=skip): ')
+  assert len(err.splitlines()) == 1 and all(name in err for name in bad) and png not in err
+  assert len(kept['train']) == len(splits['train']) - 5 and png in kept['train'].filenames
+  # The kept PNG goes through the input pipeline's decoder.
+  index = kept['train'].filenames.index(png)
+  one = dataclasses.replace(kept['train'], images=kept['train'].images[index:index + 1],
+                            filenames=[png], pids=kept['train'].pids[index:index + 1],
+                            camids=kept['train'].camids[index:index + 1],
+                            sessions=kept['train'].sessions[index:index + 1],
+                            frames=kept['train'].frames[index:index + 1],
+                            labels=kept['train'].labels[index:index + 1])
+  batch = next(input_pipeline.eval_iterator(one, train.ml_collections.ConfigDict(
+      {'height': 32, 'width': 16}), batch_size=1))
+  assert batch['mask'].sum() == 1 and batch['image'].std() > 0
+
+  with pytest.raises(DatasetError) as info:
+    validate.validate_splits(splits, on_corrupt='error')
+  message = str(info.value)
+  assert all(name in message for name in bad) and png not in message
+  assert message.startswith("5 of the ")
+  assert 'Replace or delete those files' in message and 'Re-extract the dataset' not in message
+
+
+def test_main_on_corrupt_error_names_the_files_of_a_users_folder(tmp_path, cache):
+  """A user's own CSV folder: the run stops naming the files, without archive advice."""
+  source = _market_copy(cache, tmp_path)
+  root = tmp_path / 'mine'
+  (root / 'images').mkdir(parents=True)
+  rows = {'train': ['path,pid,camid'], 'query': ['path,pid,camid'], 'gallery': ['path,pid,camid']}
+  for split, folder in (('train', 'bounding_box_train'), ('query', 'query'),
+                        ('gallery', 'bounding_box_test')):
+    for path in sorted((source / folder).glob('*.jpg')):
+      pid, cam = re.match(r'(-?\d+)_c(\d)', path.name).groups()
+      shutil.copy(path, root / 'images' / f'{split}_{path.name}')
+      rows[split].append(f'images/{split}_{path.name},{pid},{int(cam) - 1}')
+  for split, lines in rows.items():
+    (root / f'{split}.csv').write_text('\n'.join(lines) + '\n')
+  bad, _ = _spoil(root / 'images')
+  proc = _main(_command(tmp_path / 'run', cache, **{
+      'dataset.name': 'csv', 'dataset.root': root, 'data.on_corrupt': 'error'}))
+  _assert_one_line_error(proc, 'do not decode (empty, truncated, corrupt or not a JPEG/PNG image)',
+                         *bad, 'Replace or delete those files',
+                         'or set --config.data.on_corrupt=skip')
+  assert 'Re-extract the dataset' not in proc.stderr
+  # Local data is prepared, not downloaded: TFDS's "Downloading and preparing" is not shown.
+  assert f'jreid: preparing a cached copy of {root}' in proc.stdout
+  assert 'ownload' not in proc.stdout + proc.stderr
 
 
 def _split(name, pids, camids, images=None) -> ReIDSplit:
@@ -308,14 +393,18 @@ def test_npz_and_safetensors_weight_files(tmp_path):
     checkpoint.load_torch_state_dict(tmp_path / 'objects.npz')
   with pytest.raises(FileNotFoundError, match='does not exist'):
     checkpoint.load_torch_state_dict(tmp_path / 'missing.pth')
-  (tmp_path / 'w.safetensors').write_bytes(b'\0' * 16)
-  try:
-    import safetensors  # pylint: disable=g-import-not-at-top,unused-import
-    match = 'not a readable .safetensors file'
-  except ImportError:
-    match = 'safetensors package is not installed'
-  with pytest.raises(checkpoint.WeightFileError, match=match):
+  (tmp_path / 'w.safetensors').write_bytes(b'\0' * 16)  # More in tests/test_weight_files.py.
+  with pytest.raises(checkpoint.WeightFileError, match='is not a weight file: it is unrecognised '
+                     'binary data'):
     checkpoint.load_torch_state_dict(tmp_path / 'w.safetensors')
+
+
+def test_main_with_a_weight_file_that_is_not_one_is_one_line(tmp_path, cache):
+  weights = tmp_path / 'resnet50.pth'
+  weights.write_text('<!DOCTYPE html>\n<html>Sign in</html>')
+  proc = _main(_command(tmp_path / 'run', cache, **{'model.pretrained': weights}))
+  _assert_one_line_error(proc, f'{weights} is not a weight file: it is an HTML page (a failed '
+                         'download?); expected PyTorch weights written by torch.save(')
 
 
 def test_unwritable_workdir_is_a_clear_error(tmp_path):
@@ -353,6 +442,57 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypa
   restored = again.restore(state)
   np.testing.assert_array_equal(restored['w'], np.arange(4.0))
   again.close()
+
+
+def _tiny_checkpoints(directory: pathlib.Path, steps) -> None:
+  """Real Orbax checkpoints of a tiny state at `steps` in `directory`."""
+  ckpt = checkpoint.Checkpointer(directory, {'model': 'tiny'}, keep=len(steps))
+  for step in steps:
+    ckpt.save(step, {'w': jax.numpy.arange(3.0) + step})
+  ckpt.close()
+
+
+def test_checkpoint_path_that_does_not_exist_lists_the_steps_that_do(tmp_path):
+  ckpts = tmp_path / 'run' / 'checkpoints'
+  _tiny_checkpoints(ckpts, (3, 6))
+  (ckpts / '9.orbax-checkpoint-tmp-1').mkdir()  # An unfinished save: not a step to offer.
+  assert checkpoint.complete_steps(ckpts) == [3, 6]
+  restored = checkpoint.restore_from_path(ckpts / '6', {'w': jax.numpy.zeros(3)},
+                                          {'model': 'tiny'})
+  np.testing.assert_array_equal(restored['w'], [6.0, 7.0, 8.0])
+  missing = ckpts / '999'
+  with pytest.raises(FileNotFoundError) as info:
+    checkpoint.restore_from_path(missing, {'w': jax.numpy.zeros(3)}, {'model': 'tiny'})
+  assert str(info.value) == (f'checkpoint {missing} does not exist; {ckpts} holds the checkpoints '
+                             f'of steps 3, 6: pass e.g. --checkpoint={ckpts / "6"}.')
+  # The workdir or its checkpoints folder instead of one step: it says which steps are inside.
+  for folder in (tmp_path / 'run', ckpts):
+    with pytest.raises(FileNotFoundError, match=re.escape(
+        f'{folder} is not one jreid checkpoint but {ckpts} holds the checkpoints of steps 3, 6')):
+      checkpoint.check_checkpoint_path(folder)
+  # Paths that exist but are no checkpoint keep a clear message.
+  (tmp_path / 'notes.txt').write_text('x')
+  with pytest.raises(FileNotFoundError, match=re.escape(
+      f'{tmp_path / "notes.txt"} is not a jreid checkpoint (a file): expected a directory like '
+      'WORKDIR/checkpoints/<step> containing state/ and meta/.')):
+    checkpoint.check_checkpoint_path(tmp_path / 'notes.txt')
+  (tmp_path / 'empty').mkdir()
+  with pytest.raises(FileNotFoundError, match='not a jreid checkpoint \\(a directory without'):
+    checkpoint.check_checkpoint_path(tmp_path / 'empty')
+  with pytest.raises(FileNotFoundError, match=re.escape(
+      f'({tmp_path / "empty"} holds no complete checkpoint)')):
+    checkpoint.check_checkpoint_path(tmp_path / 'empty' / '5')
+  with pytest.raises(FileNotFoundError, match=re.escape(f'(neither does {tmp_path / "nowhere"})')):
+    checkpoint.check_checkpoint_path(tmp_path / 'nowhere' / '5')
+
+
+def test_main_eval_of_a_missing_checkpoint_step_lists_the_steps(tmp_path, cache):
+  run = tmp_path / 'run'
+  _tiny_checkpoints(run / 'checkpoints', (2, 4))
+  proc = _main(_command(run, cache) + ['--mode=eval', f'--checkpoint={run}/checkpoints/999'])
+  _assert_one_line_error(
+      proc, f'checkpoint {run}/checkpoints/999 does not exist; {run}/checkpoints holds the '
+      f'checkpoints of steps 2, 4: pass e.g. --checkpoint={run}/checkpoints/4.')
 
 
 # 2. Interruption ---------------------------------------------------------------------------

@@ -24,6 +24,25 @@ OVERRIDES = {
 }
 
 
+# Every config file and the variants its docstring documents (tests/test_methods.py checks the
+# table covers configs/).
+FASTREID = ('market1501', 'dukemtmc', 'msmt17', 'veri')
+VARIANTS = {
+    'bagtricks': [None, *FASTREID, 'market1501,r50_ibn', 'msmt17,s50', 'veri,r101_ibn',
+                  'dataset=dukemtmc,backbone=r50_ibn'],
+    'agw': [None, *FASTREID, 'market1501,s50'],
+    'sbs': [None, *FASTREID, 'msmt17,r101_ibn'],
+    'mgn': [None, *FASTREID, 'market1501,r50_ibn'],
+    'qaconv': [None, 'market1501', 'msmt17', 'msmt17_all', 'randperson',
+               'dataset=msmt17,combine_all=true'],
+    'pplr': [None, 'cam', 'market1501', 'market1501_cam', 'msmt17', 'msmt17_cam', 'veri',
+             'veri_cam', 'market1501,cam'],
+    'agw_sysu': [None, 'paper'], 'agw_regdb': [None, 'paper'],
+    'cmgr_sysu': [None, 'paper'], 'cmgr_regdb': [None, 'paper', 'recipe=paper'],
+    'cluster_contrast': [None, 'hard', 'market1501', 'msmt17', 'market1501,hard'],
+}
+
+
 def shrink(config, cache_dir, epochs: int = 2, steps: int = 3):
   """`config` with the tiny data, model and schedule (in place; returned)."""
   config.dataset.cache_dir = str(cache_dir)
