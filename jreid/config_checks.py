@@ -280,6 +280,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       config.sampler.get('name') != 'set_reweight'):
     raise ConfigError(f"config.sampler.set_weight is only read by config.sampler.name="
                       f"'set_reweight' (now {config.sampler.get('name')!r}).")
+  _check_weight_file(config)
   own_check = getattr(module, 'check_config', None)
   if own_check is not None:
     try:
@@ -288,3 +289,20 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       raise
     except ValueError as e:
       raise ConfigError(str(e)) from None
+
+
+def _check_weight_file(config: ml_collections.ConfigDict) -> None:
+  """config.model.pretrained names a file of weights (judged by its first bytes), checked before
+  the data is loaded."""
+  path = config.model.get('pretrained', '') if 'model' in config else ''
+  if not path:
+    return
+  from jreid import checkpoint  # pylint: disable=g-import-not-at-top
+  path = os.path.expanduser(str(path))
+  if not os.path.isfile(path):
+    raise ConfigError(f'config.model.pretrained={path!r}: no such file; pass the path of a '
+                      'PyTorch state dict (.pth), .safetensors or .npz file of weights.')
+  kind, what = checkpoint.sniff_weight_file(path)
+  if kind == 'other':
+    raise ConfigError(f'config.model.pretrained: {path} is not a weight file: it is {what}; '
+                      f'{checkpoint.EXPECTED_WEIGHTS}.')

@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import pytest
 
 from configs import qaconv as qaconv_config
 from jreid import train
@@ -40,6 +41,7 @@ def test_qaconv_end_to_end_resume_equals_straight_run(tmp_path):
   results = train.train_and_evaluate(tiny_config(tmp_path, epochs=1), str(run))
   for row in ('', 'rerank/', 'rerank + TLift/'):
     assert 0.0 <= results[f'{row}mAP'] <= 1.0, row
+  assert 0.0 <= results['TPR@FPR=1e-02'] <= 1.0  # config.eval.roc on QAConv's distances
   assert results['steps'] == 12  # One batch per training class.
   text = (run / 'report.md').read_text()
   assert 'trained + rerank + TLift' in text and 'QAConv-GS' in text
@@ -138,3 +140,14 @@ def test_pretrained_trunk_weights_reach_the_train_state(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, changed['batch_stats'],
                jax.device_get(loaded.method.state.batch_stats['net']['backbone']))
   loaded.checkpointer.close()
+
+
+def test_evaluation_options_without_meaning_for_pairwise_scores_are_refused(tmp_path):
+  from jreid import config_checks  # pylint: disable=g-import-not-at-top
+  for key, value, match in (('aqe', True, 'eval.aqe=True is not supported by QAConv'),
+                            ('metric', 'euclidean', "eval.metric='euclidean' is not read"),
+                            ('rerank', False, 'qaconv.tlift=True lifts the re-ranked')):
+    config = tiny_config(tmp_path)
+    config.eval[key] = value
+    with pytest.raises(config_checks.ConfigError, match=match):
+      config_checks.check_config(config)
