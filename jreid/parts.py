@@ -113,6 +113,33 @@ def sampler_batches(config: ml_collections.ConfigDict, split, sampler, start: in
       num_parallel_calls=config.data.num_parallel_calls, prefetch=config.data.prefetch)
 
 
+def pseudo_label_batches(config: ml_collections.ConfigDict, split, steps_per_epoch: int):
+  """`(state, start, stop) -> batches` of the unsupervised methods: P x K batches over the pseudo
+  labels in `state.extra.labels` (-1: not sampled), each cluster's images preferring other
+  cameras (`data_pipelines.samplers.CameraAwareSampler`, rebuilt when the epoch or the labels
+  change). The pipeline sees the split with the pseudo labels in place of its identities, so the
+  true ones are never read for training. Batches carry 'image', 'index' and 'camid'."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from data_pipelines import samplers  # pylint: disable=g-import-not-at-top
+  camids = np.asarray(split.camids, np.int32)
+  cache = {}
+
+  def batches(state: TrainState, start: int, stop: int):
+    epoch = start // steps_per_epoch
+    labels = np.asarray(jax.device_get(state.extra.labels))
+    key = (epoch, labels.tobytes())
+    if key not in cache:
+      cache.clear()
+      cache[key] = samplers.CameraAwareSampler(labels, camids, config.batch_size,
+                                               config.sampler.num_instances, config.seed, epoch,
+                                               steps_per_epoch)
+    view = dataclasses.replace(split, labels=labels, pids=labels)
+    for batch in sampler_batches(config, view, cache[key], start, stop):
+      yield {'image': batch['image'], 'index': batch['index'], 'camid': camids[batch['index']]}
+
+  return batches
+
+
 def embedder(inference: Inference, mesh: jax.sharding.Mesh, flip: bool = False):
   """`(params, batch_stats, split, input_cfg, batch_size) -> outputs of every image of split`:
   the embedding path of `inference`, compiled once per flip setting."""

@@ -81,8 +81,10 @@ def check_rerun(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> str
   if not path.exists() or not ran:
     return None
   old, new = _flat_json(json.loads(path.read_text())), _flat_json(config)
-  changed = [k for k in sorted(set(old) | set(new))
-             if old.get(k) != new.get(k) and k not in _HARMLESS_CHANGES]
+  # A key on one side only is a change of the config layout between jreid versions (a user
+  # cannot add keys to a locked config), not of the recipe: only shared keys are compared.
+  changed = [k for k in sorted(set(old) & set(new))
+             if old[k] != new[k] and k not in _HARMLESS_CHANGES]
   note = None
   if 'train.epochs' in changed and isinstance(old.get('train.epochs'), int) and (
       new['train.epochs'] > old['train.epochs']):
@@ -90,8 +92,7 @@ def check_rerun(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> str
     note = (f'extending the run in {workdir} from {old["train.epochs"]} to '
             f'{new["train.epochs"]} epochs')
   if changed:
-    shown = '; '.join(f'{k}: {old.get(k, "(absent)")!r} -> {new.get(k, "(absent)")!r}'
-                      for k in changed[:8])
+    shown = '; '.join(f'{k}: {old[k]!r} -> {new[k]!r}' for k in changed[:8])
     more = f' and {len(changed) - 8} more' if len(changed) > 8 else ''
     hint = (' (to test the run with other evaluation settings, use --mode=eval)'
             if all(k.startswith('eval.') for k in changed) else '')

@@ -5,6 +5,7 @@ import importlib
 
 import pytest
 
+import tiny
 from jreid import models
 from jreid import train
 
@@ -84,26 +85,9 @@ def cache_dir(tmp_path_factory):
 
 
 def _tiny(config, cache):
-  """The tests/test_train.py tiny pattern: 16 ids, 3 steps, tiny images."""
-  config.dataset.cache_dir = str(cache)
-  config.dataset.synth.num_train_ids = 16
-  config.dataset.synth.num_test_ids = 12
-  config.dataset.synth.num_distractors = 10
-  config.dataset.synth.num_junk = 5
-  config.model.backbone.width = 8
-  config.input.height, config.input.width = 32, 16
-  config.batch_size = 16
-  config.sampler.num_instances = 4
-  config.train.epochs = 1
-  config.train.steps_per_epoch = 3
+  config = tiny.shrink(config, cache, epochs=1, steps=3)
   config.train.log_every_steps = 3
   config.train.checkpoint_every_steps = 100
-  config.optim.warmup_epochs = 1
-  config.optim.milestones = (1,)
-  config.optim.delay_epochs = 0
-  config.optim.freeze_iters = min(config.optim.freeze_iters, 1)
-  config.eval.batch_size = 32
-  config.eval.rank_list_queries = 2
   config.eval.untrained = False
   config.eval.histogram_baseline = False
   return config

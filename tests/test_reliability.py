@@ -19,6 +19,7 @@ import jax
 import numpy as np
 import pytest
 
+import tiny
 from data_pipelines import datasets
 from data_pipelines import input_pipeline
 from data_pipelines import market1501
@@ -32,15 +33,7 @@ from jreid import train
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
-TINY = {
-    'dataset.synth.num_train_ids': 16, 'dataset.synth.num_test_ids': 12,
-    'dataset.synth.num_distractors': 10, 'dataset.synth.num_junk': 5,
-    'model.backbone.width': 8, 'input.height': 32, 'input.width': 16, 'batch_size': 16,
-    'train.epochs': 2, 'train.steps_per_epoch': 3, 'train.log_every_steps': 1,
-    'train.checkpoint_every_steps': 1, 'eval.untrained': False,
-    'eval.histogram_baseline': False, 'optim.warmup_epochs': 1, 'optim.milestones': '(1,)',
-    'eval.batch_size': 32, 'eval.rank_list_queries': 2,
-}
+TINY = tiny.OVERRIDES
 
 
 @pytest.fixture(scope='module')

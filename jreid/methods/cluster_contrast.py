@@ -26,7 +26,6 @@ shared Baseline (backbone, GeM pooling, BNNeck) without a classifier.
 
 from __future__ import annotations
 
-import dataclasses
 import pathlib
 
 import flax
@@ -171,7 +170,6 @@ def inference(config: ml_collections.ConfigDict, num_classes: int) -> Inference:
 
 def build(config: ml_collections.ConfigDict, data: Data, mesh: jax.sharding.Mesh,
           workdir: pathlib.Path) -> Method:
-  from data_pipelines import samplers  # pylint: disable=g-import-not-at-top
   cc = config.cluster_contrast
   train_split = data.train
   camids = np.asarray(train_split.camids, np.int32)
@@ -219,21 +217,7 @@ def build(config: ml_collections.ConfigDict, data: Data, mesh: jax.sharding.Mesh
         memory=jnp.asarray(memory), memory_mask=jnp.arange(capacity) < k)
     return state.replace(extra=jax.device_put(new, replicated))
 
-  sampler_cache = {}
-
-  def batches(state: TrainState, start: int, stop: int):
-    epoch = start // steps
-    labels = np.asarray(jax.device_get(state.extra.labels))
-    key = (epoch, labels.tobytes())
-    if key not in sampler_cache:
-      sampler_cache.clear()
-      sampler_cache[key] = samplers.CameraAwareSampler(
-          labels, camids, config.batch_size, config.sampler.num_instances, config.seed, epoch,
-          steps)
-    # The pipeline sees the split with the pseudo labels only (the true ones are never read).
-    view = dataclasses.replace(train_split, labels=labels, pids=labels)
-    for batch in parts.sampler_batches(config, view, sampler_cache[key], start, stop):
-      yield {'image': batch['image'], 'index': batch['index']}
+  batches = parts.pseudo_label_batches(config, train_split, steps)
 
   def forward(params, batch_stats, batch, rng):
     outputs, mutated = model.apply({'params': params, 'batch_stats': batch_stats},

@@ -44,7 +44,6 @@ Sections owned: `model` (PPLR's part network), `loss`, `sampler` (K), `pplr`.
 
 from __future__ import annotations
 
-import dataclasses
 import pathlib
 from typing import Any
 
@@ -190,7 +189,6 @@ def apply_grouped(model, variables: dict[str, Any], images: jax.Array, group_siz
 
 def build(config: ml_collections.ConfigDict, data: Data, mesh: jax.sharding.Mesh,
           workdir: pathlib.Path) -> Method:
-  from data_pipelines import samplers  # pylint: disable=g-import-not-at-top
   pcfg = config.pplr
   train_split = data.train
   camids = np.asarray(train_split.camids, np.int32)
@@ -257,22 +255,7 @@ def build(config: ml_collections.ConfigDict, data: Data, mesh: jax.sharding.Mesh
                            replicated)
     return state.replace(params=jax.device_put(params, replicated), extra=extra)
 
-  sampler_cache = {}
-
-  def batches(state: TrainState, start: int, stop: int):
-    epoch = start // steps
-    labels = np.asarray(jax.device_get(state.extra.labels))
-    key = (epoch, labels.tobytes())
-    if key not in sampler_cache:
-      sampler_cache.clear()
-      sampler_cache[key] = samplers.CameraAwareSampler(
-          labels, camids, config.batch_size, config.sampler.num_instances, config.seed, epoch,
-          steps)
-    # The pipeline sees a view of the split without identities: labels and pids are the
-    # pseudo labels (the true ones are never read for training).
-    view = dataclasses.replace(train_split, labels=labels, pids=labels)
-    for batch in parts.sampler_batches(config, view, sampler_cache[key], start, stop):
-      yield {'image': batch['image'], 'index': batch['index'], 'camid': camids[batch['index']]}
+  batches = parts.pseudo_label_batches(config, train_split, steps)
 
   group = int(pcfg.bn_group_size)
 
