@@ -48,14 +48,15 @@ BAD_FILES = [
      'an HTML page (a failed download?)'),
     (b'version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 94371942\n',
      'a Git LFS pointer, not the file itself (run git lfs pull)'),
-    (gzip.compress(b'weights'), 'a gzip archive (extract it first)'),
+    (gzip.compress(b'weights', mtime=0), 'a gzip archive (extract it first)'),
     (b'\x89HDF\r\n\x1a\n' + b'\0' * 64, 'an HDF5 file (Keras/TensorFlow weights?)'),
     (b'PK\x03\x04' + b'\0' * 40, 'a damaged or truncated zip archive'),
 ]
 
 
 @pytest.mark.parametrize('suffix', ['.pth', '.safetensors', '.npz', '.bin'])
-@pytest.mark.parametrize('content, what', BAD_FILES)
+@pytest.mark.parametrize('content, what', BAD_FILES,
+                         ids=[what.split(' (')[0].split(',')[0] for _, what in BAD_FILES])
 def test_a_file_that_is_no_weights_says_what_it_is(tmp_path, suffix, content, what):
   path = _write(tmp_path / f'weights{suffix}', content)
   with pytest.raises(WeightFileError) as info:
