@@ -30,22 +30,34 @@ def normalize(x: np.ndarray | jax.Array, axis: int = -1, eps: float = 1e-12) -> 
   return x / jnp.maximum(norm, eps)
 
 
-@jax.jit
-def _cosine_block(query: jax.Array, gallery: jax.Array, gallery_inv_norm: jax.Array,
-                  column_offset: jax.Array) -> jax.Array:
-  # Scaling the product by 1 / |g| instead of normalising a copy of the gallery keeps memory at
-  # one gallery (the MSMT17 gallery is 0.7 GB at 2048-d).
-  sim = jnp.matmul(normalize(query), gallery.T, precision=_HIGHEST) * gallery_inv_norm[None, :]
-  return (1.0 - sim) + column_offset[None, :]
+def gallery_statistics(gallery: jax.Array, metric: str) -> jax.Array:
+  """What ``distance_block`` needs of the gallery besides the features: ``1 / |g|`` (cosine) or
+  ``|g|^2`` (euclidean), ``[num_gallery]``."""
+  if metric == 'cosine':
+    return 1.0 / jnp.maximum(jnp.linalg.norm(gallery, axis=1), 1e-12)
+  return jnp.sum(gallery * gallery, axis=1)
 
 
-@jax.jit
-def _euclidean_block(query: jax.Array, gallery: jax.Array, gallery_sq: jax.Array,
-                     column_offset: jax.Array) -> jax.Array:
+def distance_block(query: jax.Array, gallery: jax.Array, metric: str,
+                   gallery_stats: jax.Array) -> jax.Array:
+  """``[n, g]`` distances of a block of queries to the gallery (traceable: jit the caller).
+
+  ``gallery_stats`` is ``gallery_statistics(gallery, metric)``.
+  """
+  if metric == 'cosine':
+    # Scaling the product by 1 / |g| instead of normalising a copy of the gallery keeps memory
+    # at one gallery (the MSMT17 gallery is 0.7 GB at 2048-d).
+    sim = jnp.matmul(normalize(query), gallery.T, precision=_HIGHEST) * gallery_stats[None, :]
+    return 1.0 - sim
   query_sq = jnp.sum(query * query, axis=1, keepdims=True)
   cross = jnp.matmul(query, gallery.T, precision=_HIGHEST)
-  dist = jnp.sqrt(jnp.maximum(query_sq + gallery_sq[None, :] - 2.0 * cross, 0.0))
-  return dist + column_offset[None, :]
+  return jnp.sqrt(jnp.maximum(query_sq + gallery_stats[None, :] - 2.0 * cross, 0.0))
+
+
+@functools.partial(jax.jit, static_argnames='metric')
+def _block(query: jax.Array, gallery: jax.Array, gallery_stats: jax.Array,
+           column_offset: jax.Array, metric: str) -> jax.Array:
+  return distance_block(query, gallery, metric, gallery_stats) + column_offset[None, :]
 
 
 def _as_features(x: np.ndarray | jax.Array, name: str) -> jax.Array:
@@ -94,14 +106,9 @@ def iter_distance_blocks(
   if nan_columns is not None:
     offset[np.asarray(nan_columns, bool)] = np.nan
   offset = jnp.asarray(offset)
-  if metric == 'cosine':
-    inv_norm = 1.0 / jnp.maximum(jnp.linalg.norm(gallery, axis=1), 1e-12)
-    block_fn = functools.partial(_cosine_block, gallery=gallery, gallery_inv_norm=inv_norm,
-                                 column_offset=offset)
-  else:
-    block_fn = functools.partial(
-        _euclidean_block, gallery=gallery, gallery_sq=jnp.sum(gallery * gallery, axis=1),
-        column_offset=offset)
+  block_fn = functools.partial(_block, gallery=gallery,
+                               gallery_stats=gallery_statistics(gallery, metric),
+                               column_offset=offset, metric=metric)
 
   starts = range(0, query.shape[0], chunk_size)
   pending = None
