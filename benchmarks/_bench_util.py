@@ -79,6 +79,24 @@ def _status_gb(field: str) -> float:
   raise KeyError(field)
 
 
+def module_at_commit(path: str, commit: str, name: str):
+  """Imports the file ``path`` (relative to the repository root) as it was at ``commit``."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  source = subprocess.run(['git', 'show', f'{commit}:{path}'], cwd=root, check=True,
+                          capture_output=True, text=True).stdout
+  folder = tempfile.mkdtemp(prefix='jreid_bench_')
+  file = os.path.join(folder, f'{name}.py')
+  with open(file, 'w') as f:
+    f.write(source)
+  spec = importlib.util.spec_from_file_location(name, file)
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[name] = module  # dataclasses look their module up
+  spec.loader.exec_module(module)
+  return module
+
+
 def peak_rss_gb() -> float:
   """Peak resident memory since the last ``reset_peak`` (or start), GiB (Linux VmHWM)."""
   return _status_gb('VmHWM')

@@ -49,17 +49,7 @@ PREVIOUS_COMMIT = '5086bd1'
 
 
 def previous_metrics_module():
-  """``jreid.evaluation.metrics`` as of ``PREVIOUS_COMMIT``."""
-  import subprocess  # pylint: disable=g-import-not-at-top
-  import types  # pylint: disable=g-import-not-at-top
-  source = subprocess.run(
-      ['git', 'show', f'{PREVIOUS_COMMIT}:jreid/evaluation/metrics.py'],
-      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), check=True,
-      capture_output=True, text=True).stdout
-  module = types.ModuleType('previous_metrics')
-  sys.modules['previous_metrics'] = module  # dataclasses look their module up
-  exec(compile(source, 'previous_metrics.py', 'exec'), module.__dict__)  # pylint: disable=exec-used
-  return module
+  return util.module_at_commit('jreid/evaluation/metrics.py', PREVIOUS_COMMIT, 'previous_metrics')
 
 
 def _fastreid_loop():

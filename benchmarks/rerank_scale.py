@@ -90,15 +90,7 @@ def baseline_rerank(q_g, q_q, g_g, k1=K1, k2=K2, lambda_value=LAMBDA):
 
 
 def previous_rerank_module():
-  import subprocess  # pylint: disable=g-import-not-at-top
-  import types  # pylint: disable=g-import-not-at-top
-  source = subprocess.run(
-      ['git', 'show', f'{PREVIOUS_COMMIT}:jreid/evaluation/rerank.py'], cwd=os.path.dirname(HERE),
-      check=True, capture_output=True, text=True).stdout
-  module = types.ModuleType('previous_rerank')
-  sys.modules['previous_rerank'] = module
-  exec(compile(source, 'previous_rerank.py', 'exec'), module.__dict__)  # pylint: disable=exec-used
-  return module
+  return util.module_at_commit('jreid/evaluation/rerank.py', PREVIOUS_COMMIT, 'previous_rerank')
 
 
 def _result_path(mode, scale, level):
