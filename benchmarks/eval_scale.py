@@ -214,6 +214,7 @@ def main():
   payload['setup'] = {'dim': 256, 'metric': 'cosine', 'max_rank': MAX_RANK,
                       'chunk_size': CHUNK, 'noise': {s: util.NOISE[s] for s in scales}}
   payload['results'] = {}
+  out = args.out or (None if args.quick else 'eval_scale_cpu.json')
   for scale in scales:
     num_q, num_g = util.SCALES[scale][:2]
     for level in args.levels.split(','):
@@ -254,9 +255,10 @@ def main():
         print(f'  before   {runs["before"]["seconds"]:.2f} s (now '
               f'{summary["speedup_vs_before"]:.1f}x faster), peak '
               f'{runs["before"]["peak_rss_gb"]:.2f} GB', flush=True)
-  out = args.out or (None if args.quick else 'eval_scale_cpu.json')
+      if out:  # after every level: a later failure keeps what was measured
+        path = util.write_results(out, payload)
   if out:
-    print('wrote', util.write_results(out, payload))
+    print('wrote', path)
 
 
 if __name__ == '__main__':

@@ -158,6 +158,7 @@ def main():
   payload['setup'] = {'k1': K1, 'k2': K2, 'lambda': LAMBDA, 'metric': 'euclidean', 'dim': 256,
                       'noise': util.NOISE[scale], 'tolerance': TOLERANCE}
   payload['results'] = {}
+  out = args.out or (None if args.quick else 'rerank_scale_cpu.json')
   num_q, num_g = util.SCALES[scale][:2]
   for level in args.levels.split(','):
     modes = MODES + (('before',) if args.before else ())
@@ -189,9 +190,10 @@ def main():
     if 'before' in runs:
       print(f'  before   {runs["before"]["seconds"]:.2f} s (now {summary["speedup_vs_before"]:.1f}x'
             f' faster), peak {runs["before"]["peak_rss_gb"]:.2f} GB', flush=True)
-  out = args.out or (None if args.quick else 'rerank_scale_cpu.json')
+    if out:  # after every level: a later failure (e.g. the OOM killer) keeps what was measured
+      path = util.write_results(out, payload)
   if out:
-    print('wrote', util.write_results(out, payload))
+    print('wrote', path)
 
 
 if __name__ == '__main__':
