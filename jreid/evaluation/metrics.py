@@ -42,6 +42,7 @@ from collections.abc import Iterable
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jreid.evaluation import distance
@@ -632,10 +633,8 @@ def evaluate_features(
     return _dispatch(blocks, ids, max_rank, num_gallery, protocol, roc, fpr_targets,
                      num_repeats, seed)
   for name, feats in (('query', query_feats), ('gallery', gallery_feats)):
-    # Finite squared norms rule out NaN distances, so the blocks need no NaN check (numpy: no
-    # compilation per feature shape).
-    feats = np.asarray(feats, np.float32)
-    if feats.ndim == 2 and not np.isfinite(np.einsum('ij,ij->i', feats, feats)).all():
+    # Finite squared norms rule out NaN distances, so the blocks need no NaN check.
+    if np.ndim(feats) == 2 and not _finite_squared_norms(feats):
       raise ValueError(
           f'The {name} features contain NaN or inf (or values whose squares overflow float32): '
           'check the model output (a diverged model or a failed checkpoint restore).')
@@ -643,6 +642,20 @@ def evaluate_features(
                                         nan_columns=ids[1] == JUNK_PID)
   return _dispatch(blocks, ids, max_rank, num_gallery, protocol, roc, fpr_targets, num_repeats,
                    seed, junk_masked=True)
+
+
+@jax.jit
+def _finite_squared_norms_on_device(feats: jax.Array) -> jax.Array:
+  return jnp.all(jnp.isfinite(jnp.sum(feats * feats, axis=1)))
+
+
+def _finite_squared_norms(feats) -> bool:
+  """Whether every row's float32 squared norm is finite; on the host for host data (no copy, no
+  compilation per shape), on the device for device arrays (no transfer)."""
+  if isinstance(feats, jax.Array) and any(d.platform != 'cpu' for d in feats.devices()):
+    return bool(_finite_squared_norms_on_device(jnp.asarray(feats, jnp.float32)))
+  feats = np.asarray(feats, np.float32)
+  return bool(np.isfinite(np.einsum('ij,ij->i', feats, feats)).all())
 
 
 def format_results_table(rows: dict[str, dict[str, float]], name_header: str = 'Model') -> str:
