@@ -1,24 +1,35 @@
-"""Evaluation at Market-1501 and MSMT17 scale: jreid against the classic numpy evaluation.
+"""Evaluation from features at Market-1501 and MSMT17 scale, three difficulty levels.
 
-    python benchmarks/eval_scale.py   # both scales; writes results/eval_scale_cpu.json
-    python benchmarks/eval_scale.py --scales market
+    python benchmarks/eval_scale.py            # writes results/eval_scale_cpu.json
+    python benchmarks/eval_scale.py --scales market --levels realistic
+    python benchmarks/eval_scale.py --quick    # small shapes, a few seconds (used by the tests)
 
-(a) Ranking + metrics from a given float32 distance matrix: ``jreid.evaluation.evaluate_rank``
-    against the classic code (FastReID's ``eval_func`` in Python: a full ``np.argsort`` of the
-    rows, the match matrix, then one query at a time; junk removal added so both give the same
-    numbers). The classic code argsorts the whole matrix at once, which at MSMT17 scale needs
-    ``q x g x 20`` bytes (int64 order, int64 gathered pids, int32 matches: 19 GB) more than this
-    machine has, so the baseline here runs it on 1024-row slices (same work per row, less
-    memory); its all-at-once extra memory is reported as computed. Extra memory = peak RSS minus
-    RSS with the matrix in memory.
-(b) End to end from 2048-d features: ``evaluate_features`` (JAX distance chunks + counting
-    ranker) against the bare distance matmul over the same chunks; peak RSS of the whole process
-    (features included).
+Per scale and difficulty level (``_bench_util.make_problem``: 256-d planted features, cosine
+distance, Market-like distractors and junk at Market scale), each in its own subprocess:
 
-Each measurement runs in its own subprocess (peak RSS from ``getrusage``). Data: planted
-identities (features = identity centre + noise; Market-like distractors and junk), fixed seeds,
-so every subprocess sees the same problem. The two mAPs are checked equal.
+* ``baseline``: what FastReID's compiled evaluator (``evaluate_cy`` / ``eval_market1501_cy``)
+  does, with its per-query loop compiled by numba instead of Cython: the full float32 distance
+  matrix (the same jitted JAX matmuls as jreid), ``np.argsort`` of the whole matrix at once, the
+  int64 match matrix ``g_pids[indices] == q_pids[:, None]`` (built in 1024-row blocks: at once it
+  would need 23 GB at MSMT17 scale, more than this machine has), then per query: copy its order,
+  drop same-identity same-camera items (and junk, which FastReID drops when loading), cumulative
+  sums, INP, clamped CMC and AP as its loop computes them. Times of the three steps are reported
+  separately.
+* ``jreid``: ``jreid.evaluation.evaluate_features`` (the public entry of ``jreid.inference``).
+* ``matmul``: the same distance blocks, computed and discarded: the floor of any evaluation
+  from features.
+* ``before`` (with ``--before``): ``evaluate_features`` of jreid at commit ``PREVIOUS_COMMIT``
+  (the counting ranker that sorted every candidate up to each query's last match), loaded from
+  git.
+
+Time is wall-clock of the evaluation call; peak RSS is the child's VmHWM after the features are
+made (``_bench_util.reset_peak``), features and runtime included. jreid's numbers are checked
+against the baseline's (the baseline sorts with an unstable argsort, as FastReID, so queries
+with a correct match tied with another item at the same float32 distance may differ; the
+largest difference is reported).
 """
+
+from __future__ import annotations
 
 import argparse
 import os
@@ -31,168 +42,223 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import _bench_util as util  # pylint: disable=g-import-not-at-top
 
-SCALES = {
-    # num_query, num_gallery, identities, cameras, distractor fraction, junk fraction
-    'market': (3368, 15913, 750, 6, 0.2, 0.15),
-    'msmt17': (11659, 82161, 3060, 15, 0.0, 0.0),
-}
-BASELINE_ROWS = 1024
 MAX_RANK = 50
+CHUNK = 1024
+MODES = ('baseline', 'jreid', 'matmul')
+PREVIOUS_COMMIT = '5086bd1'
 
 
-def make_ids(scale: str):
-  num_q, num_g, num_ids, num_cams, distract, junk = SCALES[scale]
-  rng = np.random.default_rng(0)
-  q_pids = rng.integers(1, num_ids + 1, num_q)
-  g_pids = rng.integers(1, num_ids + 1, num_g)
-  kind = rng.random(num_g)
-  g_pids[kind < distract + junk] = 0
-  g_pids[kind < junk] = -1
-  return (q_pids, g_pids, rng.integers(0, num_cams, num_q), rng.integers(0, num_cams, num_g))
+def previous_metrics_module():
+  return util.module_at_commit('jreid/evaluation/metrics.py', PREVIOUS_COMMIT, 'previous_metrics')
 
 
-NOISE = {64: 1.1, 2048: 3.2}  # Market-like difficulty: mAP about 0.7-0.8, mINP 0.2-0.3
+def _fastreid_loop():
+  """FastReID's per-query loop, compiled with numba (imported here: only the baseline needs it)."""
+  try:
+    import numba  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise SystemExit('The baseline needs numba: pip install -e ".[bench]"') from e
+
+  @numba.njit(cache=False)
+  def loop(indices, matches, start, q_pids, g_pids, q_camids, g_camids, max_rank, all_cmc,
+           all_ap, all_inp, valid):
+    num_rows, num_g = indices.shape
+    order = np.zeros(num_g, np.int64)
+    raw_cmc = np.zeros(num_g, np.float32)
+    cmc = np.zeros(num_g, np.float32)
+    tmp_cmc = np.zeros(num_g, np.float32)
+    for row in range(num_rows):
+      q_idx = start + row
+      q_pid, q_camid = q_pids[q_idx], q_camids[q_idx]
+      for k in range(num_g):
+        order[k] = indices[row, k]
+      num_real = 0
+      meet = False
+      for k in range(num_g):
+        o = order[k]
+        if g_pids[o] == -1:  # junk (FastReID drops it when loading the dataset)
+          continue
+        if g_pids[o] != q_pid or g_camids[o] != q_camid:
+          raw_cmc[num_real] = matches[row, k]
+          num_real += 1
+          if matches[row, k] > 0:
+            meet = True
+      if not meet:
+        continue
+      acc = np.float32(0.0)
+      for k in range(num_real):
+        acc += raw_cmc[k]
+        cmc[k] = acc
+      max_pos = 0
+      for k in range(num_real):
+        if raw_cmc[k] == 1 and k > max_pos:
+          max_pos = k
+      all_inp[q_idx] = cmc[max_pos] / (max_pos + 1.0)
+      for k in range(num_real):
+        if cmc[k] > 1:
+          cmc[k] = 1
+      for r in range(max_rank):
+        all_cmc[q_idx, r] = cmc[r]
+      valid[q_idx] = True
+      acc = np.float32(0.0)
+      for k in range(num_real):
+        acc += raw_cmc[k]
+        tmp_cmc[k] = acc
+      num_rel = np.float32(0.0)
+      total = np.float32(0.0)
+      for k in range(num_real):
+        total += (tmp_cmc[k] / (k + 1.0)) * raw_cmc[k]
+        num_rel += raw_cmc[k]
+      all_ap[q_idx] = total / num_rel
+
+  return loop
 
 
-def make_features(scale: str, dim: int):
-  """JAX features: identity centre + noise (distractors / junk: their own random centres)."""
+def baseline_evaluate(query, gallery, q_pids, g_pids, q_camids, g_camids, timings, loop):
+  """The FastReID evaluation (module docstring); fills ``timings`` with its steps."""
+  from jreid.evaluation import distance  # pylint: disable=g-import-not-at-top
+  q_pids, g_pids, q_camids, g_camids = (np.asarray(a, np.int64)
+                                        for a in (q_pids, g_pids, q_camids, g_camids))
+  num_q, num_g = len(q_pids), len(g_pids)
+  max_rank = min(MAX_RANK, num_g)
+  all_cmc = np.zeros((num_q, max_rank), np.float32)
+  all_ap = np.zeros(num_q, np.float32)
+  all_inp = np.zeros(num_q, np.float32)
+  valid = np.zeros(num_q, bool)
+  with util.Timer() as t:
+    distmat = distance.compute_distance(query, gallery, 'cosine', chunk_size=CHUNK)
+  timings['distance_matrix_s'] = t.seconds
+  with util.Timer() as t:
+    indices = np.argsort(distmat, axis=1)
+  timings['argsort_s'] = t.seconds
+  timings['matches_s'] = timings['loop_s'] = 0.0
+  for start in range(0, num_q, CHUNK):
+    rows = slice(start, start + CHUNK)
+    with util.Timer() as t:
+      matches = (g_pids[indices[rows]] == q_pids[rows, np.newaxis]).astype(np.int64)
+    timings['matches_s'] += t.seconds
+    with util.Timer() as t:
+      loop(indices[rows], matches, start, q_pids, g_pids, q_camids, g_camids, max_rank, all_cmc,
+           all_ap, all_inp, valid)
+    timings['loop_s'] += t.seconds
+  return (all_cmc[valid].mean(0).astype(np.float64), all_ap[valid].astype(np.float64),
+          all_inp[valid].astype(np.float64))
+
+
+def child(mode: str, scale: str, level: str) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  q_pids, g_pids, _, _ = make_ids(scale)
-  num_ids = SCALES[scale][2]
-
-  @jax.jit
-  def features(key, pids, centres):
-    k1, k2 = jax.random.split(key)
-    own = jax.random.normal(k1, (pids.shape[0], dim))
-    base = jnp.where((pids > 0)[:, None], centres[jnp.maximum(pids, 1) - 1], own)
-    return base + NOISE[dim] * jax.random.normal(k2, (pids.shape[0], dim))
-
-  centres = jax.random.normal(jax.random.key(1), (num_ids, dim))
-  query = features(jax.random.key(2), jnp.asarray(q_pids), centres)
-  gallery = features(jax.random.key(3), jnp.asarray(g_pids), centres)
-  return query, gallery
-
-
-def classic_evaluate(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=MAX_RANK):
-  """FastReID's Python ``eval_func`` (argsort, match matrix, per-query loop), junk removed."""
-  num_q, num_g = distmat.shape
-  max_rank = min(max_rank, num_g)
-  all_cmc, all_ap, all_inp = [], [], []
-  for start in range(0, num_q, BASELINE_ROWS):
-    rows = slice(start, start + BASELINE_ROWS)
-    indices = np.argsort(distmat[rows], axis=1)
-    matches = (g_pids[indices] == q_pids[rows, np.newaxis]).astype(np.int32)
-    for i in range(indices.shape[0]):
-      q_idx = start + i
-      order = indices[i]
-      remove = ((g_pids[order] == q_pids[q_idx]) & (g_camids[order] == q_camids[q_idx])
-                | (g_pids[order] == -1))
-      raw_cmc = matches[i][np.invert(remove)]
-      if not np.any(raw_cmc):
-        continue
-      cmc = raw_cmc.cumsum()
-      pos_idx = np.where(raw_cmc == 1)[0]
-      all_inp.append(cmc[pos_idx.max()] / (pos_idx.max() + 1.0))
-      cmc[cmc > 1] = 1
-      all_cmc.append(cmc[:max_rank])
-      num_rel = raw_cmc.sum()
-      tmp_cmc = raw_cmc.cumsum() / (np.arange(len(raw_cmc)) + 1.0) * raw_cmc
-      all_ap.append(tmp_cmc.sum() / num_rel)
-  return (np.asarray(all_cmc, np.float32).mean(0), float(np.mean(all_ap)),
-          float(np.mean(all_inp)))
-
-
-def child(mode: str, scale: str) -> dict:
-  import jax  # pylint: disable=g-import-not-at-top
   from jreid.evaluation import distance  # pylint: disable=g-import-not-at-top
   from jreid.evaluation import metrics  # pylint: disable=g-import-not-at-top
-  q_pids, g_pids, q_camids, g_camids = make_ids(scale)
-  out = {'mode': mode, 'scale': scale, 'backend': jax.default_backend()}
-  if mode.startswith('distmat'):
-    # The given matrix: distances of 64-d planted features (cosine), float32.
-    query, gallery = make_features(scale, 64)
-    distmat = distance.compute_distance(query, gallery, 'cosine', chunk_size=2048)
-    del query, gallery
-    util.reset_peak()
-    out['rss_with_matrix_gb'] = util.rss_gb()
-    with util.Timer() as t:
-      if mode == 'distmat-classic':
-        cmc, m_ap, m_inp = classic_evaluate(distmat, q_pids, g_pids, q_camids, g_camids)
-      else:
-        result = metrics.evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids,
-                                       max_rank=MAX_RANK)
-        cmc, m_ap, m_inp = result.cmc, result.mAP, result.mINP
-    out['extra_peak_gb'] = util.peak_rss_gb() - out['rss_with_matrix_gb']
-  else:
-    query, gallery = make_features(scale, 2048)
-    query.block_until_ready()
-    gallery.block_until_ready()
-    util.reset_peak()
-    out['rss_with_features_gb'] = util.rss_gb()
-    with util.Timer() as t:
-      if mode == 'features-matmul':
-        checksum = 0.0
-        for _, block in distance.iter_distance_blocks(query, gallery, 'cosine', 1024):
-          checksum += float(block[:, 0].sum())  # the block is on the host
-        cmc, m_ap, m_inp = None, None, None
-      else:
-        result = metrics.evaluate_features(query, gallery, q_pids, g_pids, q_camids, g_camids,
-                                           metric='cosine', max_rank=MAX_RANK, chunk_size=1024)
-        cmc, m_ap, m_inp = result.cmc, result.mAP, result.mINP
+  query, gallery, q_pids, g_pids, q_camids, g_camids = util.make_problem(scale, level)
+  query, gallery = jnp.asarray(query), jnp.asarray(gallery)
+  out = {'mode': mode, 'scale': scale, 'level': level, 'backend': jax.default_backend()}
+  if mode == 'before':
+    metrics = previous_metrics_module()
+  # Every mode compiles outside its timed call: the [CHUNK, g] distance step, the baseline's
+  # numba loop.
+  for _ in distance.iter_distance_blocks(query[:CHUNK], gallery, 'cosine', CHUNK):
+    pass
+  if mode == 'baseline':
+    loop = _fastreid_loop()
+    ids64 = [np.asarray(a, np.int64) for a in (q_pids, g_pids, q_camids, g_camids)]
+    loop(np.zeros((1, len(g_pids)), np.int64), np.zeros((1, len(g_pids)), np.int64), 0, *ids64,
+         1, np.zeros((len(q_pids), 1), np.float32), *(np.zeros(len(q_pids), t)
+                                                      for t in (np.float32, np.float32, bool)))
+  util.reset_peak()
+  out['rss_before_gb'] = util.rss_gb()
+  timings = {}
+  with util.Timer() as t:
+    if mode == 'baseline':
+      cmc, all_ap, all_inp = baseline_evaluate(query, gallery, q_pids, g_pids, q_camids,
+                                               g_camids, timings, loop)
+    elif mode in ('jreid', 'before'):
+      result = metrics.evaluate_features(query, gallery, q_pids, g_pids, q_camids, g_camids,
+                                         metric='cosine', max_rank=MAX_RANK, chunk_size=CHUNK)
+      cmc, all_ap, all_inp = result.cmc, result.all_ap, result.all_inp
+    else:
+      for _, block in distance.iter_distance_blocks(query, gallery, 'cosine', CHUNK):
+        del block
+      cmc = None
   out['seconds'] = t.seconds
-  # Peak during the measured step (data preparation excluded; it peaks at the same sizes).
+  out.update(timings)
   out['peak_rss_gb'] = util.peak_rss_gb()
-  out['process_peak_rss_gb'] = util.process_peak_rss_gb()
   if cmc is not None:
-    out.update(rank1=float(cmc[0]), mAP=m_ap, mINP=m_inp)
+    out.update(rank1=float(cmc[0]), mAP=float(np.mean(all_ap)), mINP=float(np.mean(all_inp)),
+               num_valid=int(len(all_ap)))
+    np.save(_ap_path(mode, scale, level), all_ap)
   return out
+
+
+def _ap_path(mode, scale, level):
+  return os.path.join('/tmp', f'eval_scale_{mode}_{scale}_{level}_ap.npy')
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--child', nargs=2, metavar=('MODE', 'SCALE'))
+  parser.add_argument('--child', nargs=3, metavar=('MODE', 'SCALE', 'LEVEL'))
   parser.add_argument('--scales', default='market,msmt17')
-  parser.add_argument('--out', default='eval_scale_cpu.json')
+  parser.add_argument('--levels', default=','.join(util.LEVELS))
+  parser.add_argument('--quick', action='store_true', help='small shapes (tests)')
+  parser.add_argument('--before', action='store_true',
+                      help=f'also time evaluate_features as of commit {PREVIOUS_COMMIT}')
+  parser.add_argument('--out', default=None, help='results file name (default: '
+                      'eval_scale_cpu.json; --quick writes nothing unless given)')
   args = parser.parse_args()
   if args.child:
     util.emit(child(*args.child))
     return
+  scales = ['quick'] if args.quick else args.scales.split(',')
   payload = util.machine_info()
   payload['command'] = 'python benchmarks/eval_scale.py ' + ' '.join(sys.argv[1:])
-  payload['scales'] = {}
-  for scale in args.scales.split(','):
-    num_q, num_g = SCALES[scale][:2]
-    runs = {mode: util.run_child(__file__, [mode, scale])
-            for mode in ('distmat-classic', 'distmat-jreid', 'features-matmul', 'features-jreid')}
-    classic, ours = runs['distmat-classic'], runs['distmat-jreid']
-    assert abs(classic['mAP'] - ours['mAP']) < 1e-6, (classic['mAP'], ours['mAP'])
-    assert abs(classic['mINP'] - ours['mINP']) < 1e-6
-    summary = {
-        'num_query': num_q, 'num_gallery': num_g,
-        'distmat_speedup': classic['seconds'] / ours['seconds'],
-        'distmat_extra_gb': {'jreid': ours['extra_peak_gb'],
-                             'classic_on_1024_row_slices': classic['extra_peak_gb'],
-                             'classic_all_at_once_computed': num_q * num_g * 20 / 2**30},
-        'features_time_ratio_to_matmul': (runs['features-jreid']['seconds']
-                                          / runs['features-matmul']['seconds']),
-        'features_peak_rss_gb': runs['features-jreid']['peak_rss_gb'],
-        'runs': runs,
-    }
-    payload['scales'][scale] = summary
-    print(f'{scale} ({num_q} x {num_g}):')
-    print(f'  (a) from a float32 distance matrix: classic {classic["seconds"]:.1f} s, '
-          f'jreid {ours["seconds"]:.2f} s -> {summary["distmat_speedup"]:.1f}x faster; extra '
-          f'memory jreid {ours["extra_peak_gb"]:.2f} GB, classic {classic["extra_peak_gb"]:.2f}'
-          f' GB on 1024-row slices '
-          f'({summary["distmat_extra_gb"]["classic_all_at_once_computed"]:.1f}'
-          f' GB all at once); mAP {ours["mAP"]:.4f} = {classic["mAP"]:.4f}')
-    print(f'  (b) from 2048-d features: bare matmul {runs["features-matmul"]["seconds"]:.1f} s, '
-          f'evaluate_features {runs["features-jreid"]["seconds"]:.1f} s -> '
-          f'{summary["features_time_ratio_to_matmul"]:.2f}x; peak RSS '
-          f'{summary["features_peak_rss_gb"]:.2f} GB (matmul alone '
-          f'{runs["features-matmul"]["peak_rss_gb"]:.2f} GB)', flush=True)
-  print('wrote', util.write_results(args.out, payload))
+  payload['setup'] = {'dim': 256, 'metric': 'cosine', 'max_rank': MAX_RANK,
+                      'chunk_size': CHUNK, 'noise': {s: util.NOISE[s] for s in scales}}
+  payload['results'] = {}
+  out = args.out or (None if args.quick else 'eval_scale_cpu.json')
+  for scale in scales:
+    num_q, num_g = util.SCALES[scale][:2]
+    for level in args.levels.split(','):
+      modes = MODES + (('before',) if args.before else ())
+      runs = {mode: util.run_child(__file__, [mode, scale, level]) for mode in modes}
+      base, ours, floor = runs['baseline'], runs['jreid'], runs['matmul']
+      ap_diff = np.abs(np.load(_ap_path('jreid', scale, level))
+                       - np.load(_ap_path('baseline', scale, level)))
+      summary = {
+          'num_query': num_q, 'num_gallery': num_g,
+          'mAP': ours['mAP'], 'rank1': ours['rank1'], 'mINP': ours['mINP'],
+          'speedup_vs_baseline': base['seconds'] / ours['seconds'],
+          'speedup_vs_baseline_without_its_matrix': (
+              (base['seconds'] - base['distance_matrix_s']) / ours['seconds']),
+          'jreid_over_matmul_floor': ours['seconds'] / floor['seconds'],
+          'max_ap_difference': float(ap_diff.max()),
+          'queries_with_ap_difference_over_1e-6': int(np.sum(ap_diff > 1e-6)),
+          'runs': runs,
+      }
+      if 'before' in runs:
+        summary['speedup_vs_before'] = runs['before']['seconds'] / ours['seconds']
+        assert abs(runs['before']['mAP'] - ours['mAP']) < 1e-9
+      assert base['num_valid'] == ours['num_valid']
+      assert abs(base['mAP'] - ours['mAP']) < 1e-4, (base['mAP'], ours['mAP'])
+      payload['results'][f'{scale}/{level}'] = summary
+      print(f'{scale} ({num_q} x {num_g}) {level}: mAP {ours["mAP"]:.3f}, Rank-1 '
+            f'{ours["rank1"]:.3f}, mINP {ours["mINP"]:.3f}\n'
+            f'  baseline {base["seconds"]:.1f} s (matrix {base["distance_matrix_s"]:.1f}, argsort '
+            f'{base["argsort_s"]:.1f}, matches {base["matches_s"]:.1f}, loop '
+            f'{base["loop_s"]:.1f}), peak {base["peak_rss_gb"]:.2f} GB\n'
+            f'  jreid    {ours["seconds"]:.2f} s ({summary["speedup_vs_baseline"]:.1f}x; '
+            f'{summary["speedup_vs_baseline_without_its_matrix"]:.1f}x the baseline without its '
+            f'matrix), peak {ours["peak_rss_gb"]:.2f} GB\n'
+            f'  matmul   {floor["seconds"]:.2f} s (jreid = {summary["jreid_over_matmul_floor"]:.2f}'
+            f'x the floor), peak {floor["peak_rss_gb"]:.2f} GB; largest AP difference '
+            f'{summary["max_ap_difference"]:.2g}', flush=True)
+      if 'before' in runs:
+        print(f'  before   {runs["before"]["seconds"]:.2f} s (now '
+              f'{summary["speedup_vs_before"]:.1f}x faster), peak '
+              f'{runs["before"]["peak_rss_gb"]:.2f} GB', flush=True)
+      if out:  # after every level: a later failure keeps what was measured
+        path = util.write_results(out, payload)
+  if out:
+    print('wrote', path)
 
 
 if __name__ == '__main__':

@@ -307,13 +307,64 @@ def test_counting_ranker_matches_reference_with_ties(seed, chunk_size):
   assert_matches_reference(result, distmat, q_pids, g_pids, q_camids, g_camids, 30)
 
 
-def test_counting_ranker_in_small_candidate_steps(monkeypatch):
-  # Steps of at most 50 candidates (each query row alone once it has more): same numbers.
+@pytest.mark.parametrize('plan', [0, 1, 3, 1000])
+def test_every_ranker_plan_matches_reference(plan):
+  # plan = how many of each row's deepest matches are counted by passes (0: all from a sorted
+  # copy, 1000: all by passes); every mix must give the plain per-row sort's numbers.
   distmat, q_pids, g_pids, q_camids, g_camids = tied_problem(4)
-  monkeypatch.setattr(metrics, '_CANDIDATES_PER_STEP', 50)
-  result = evaluation.evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=200)
-  assert len(result.cmc) == 120  # clipped to the gallery size
-  assert_matches_reference(result, distmat, q_pids, g_pids, q_camids, g_camids, 200)
+  hits, kept = metrics.sorted_hits(distmat, q_pids, q_camids, g_pids, g_camids)
+  expected = metrics.query_scores(hits, kept)
+  gallery = metrics._GalleryIndex(g_pids, g_camids)
+  got = metrics._rank_chunk(distmat, q_pids, q_camids, gallery, plan=plan)
+  for a, b in zip(got, expected):
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_counting_ranker_on_wide_rows_with_ties_junk_and_same_camera(seed):
+  # Wider than the ranker's sample (its cost estimates matter), coarse distances (many ties),
+  # junk, distractors, same-camera matches and queries without any match.
+  rng = np.random.default_rng(seed)
+  num_q, num_g = 40, 3000
+  g_pids = rng.integers(-1, 30, num_g)
+  q_pids = rng.integers(1, 40, num_q)  # pids above 29 have no match
+  q_camids, g_camids = rng.integers(0, 3, num_q), rng.integers(0, 3, num_g)
+  distmat = (rng.integers(0, 200, (num_q, num_g)) / 100).astype(np.float32)
+  # A deep match in some rows: most of the row comes before it.
+  distmat[:5, np.flatnonzero(g_pids == q_pids[0])[:1]] = 1.99
+  hits, kept = metrics.sorted_hits(distmat, q_pids, q_camids, g_pids, g_camids)
+  valid, first_rank, ap, inp = metrics.query_scores(hits, kept)
+  assert 0 < valid.sum() < num_q
+  result = evaluation.evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50,
+                                    chunk_size=16)
+  np.testing.assert_allclose(result.all_ap, ap, rtol=0, atol=1e-12)
+  np.testing.assert_allclose(result.all_inp, inp, rtol=0, atol=1e-12)
+  cmc = np.mean(first_rank[:, None] <= np.arange(1, 51)[None, :], axis=0)
+  np.testing.assert_allclose(result.cmc, cmc, rtol=0, atol=1e-12)
+  assert result.num_skipped == num_q - valid.sum()
+
+
+def test_ties_with_junk_and_same_camera_items_by_hand():
+  # Query pid 1, camera 0; every gallery item at the same distance, so a stable argsort keeps
+  # gallery order: g0 junk (removed), g1 pid 1 cam 0 (removed), g2 miss, g3 hit, g4 miss, g5 hit.
+  # Kept ranking: g2, g3, g4, g5 -> hits at ranks 2 and 4: AP = (1/2 + 2/4) / 2, INP = 2/4.
+  g_pids = np.array([-1, 1, 2, 1, 3, 1])
+  g_camids = np.array([1, 0, 1, 1, 1, 2])
+  distmat = np.full((1, 6), 0.5, np.float32)
+  gallery = metrics._GalleryIndex(g_pids, g_camids)
+  for plan in (0, 1000):
+    valid, first_rank, ap, inp = metrics._rank_chunk(distmat, np.array([1]), np.array([0]),
+                                                     gallery, plan=plan)
+    assert valid.tolist() == [True] and first_rank.tolist() == [2]
+    np.testing.assert_allclose(ap, [0.5], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(inp, [0.5], rtol=0, atol=1e-12)
+
+
+def test_evaluate_features_rejects_non_finite_features():
+  q_feats, g_feats, q_pids, g_pids, q_camids, g_camids = random_problem(7)
+  g_feats[3, 1] = np.inf
+  with pytest.raises(ValueError, match='gallery features contain NaN or inf'):
+    evaluation.evaluate_features(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids)
 
 
 def test_counting_ranker_equals_row_sort_scores():

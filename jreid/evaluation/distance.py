@@ -30,19 +30,34 @@ def normalize(x: np.ndarray | jax.Array, axis: int = -1, eps: float = 1e-12) -> 
   return x / jnp.maximum(norm, eps)
 
 
-@jax.jit
-def _cosine_block(query: jax.Array, gallery: jax.Array, gallery_inv_norm: jax.Array) -> jax.Array:
-  # Scaling the product by 1 / |g| instead of normalising a copy of the gallery keeps memory at
-  # one gallery (the MSMT17 gallery is 0.7 GB at 2048-d).
-  sim = jnp.matmul(normalize(query), gallery.T, precision=_HIGHEST) * gallery_inv_norm[None, :]
-  return 1.0 - sim
+def gallery_statistics(gallery: jax.Array, metric: str) -> jax.Array:
+  """What ``distance_block`` needs of the gallery besides the features: ``1 / |g|`` (cosine) or
+  ``|g|^2`` (euclidean), ``[num_gallery]``."""
+  if metric == 'cosine':
+    return 1.0 / jnp.maximum(jnp.linalg.norm(gallery, axis=1), 1e-12)
+  return jnp.sum(gallery * gallery, axis=1)
 
 
-@jax.jit
-def _euclidean_block(query: jax.Array, gallery: jax.Array, gallery_sq: jax.Array) -> jax.Array:
+def distance_block(query: jax.Array, gallery: jax.Array, metric: str,
+                   gallery_stats: jax.Array) -> jax.Array:
+  """``[n, g]`` distances of a block of queries to the gallery (traceable: jit the caller).
+
+  ``gallery_stats`` is ``gallery_statistics(gallery, metric)``.
+  """
+  if metric == 'cosine':
+    # Scaling the product by 1 / |g| instead of normalising a copy of the gallery keeps memory
+    # at one gallery (the MSMT17 gallery is 0.7 GB at 2048-d).
+    sim = jnp.matmul(normalize(query), gallery.T, precision=_HIGHEST) * gallery_stats[None, :]
+    return 1.0 - sim
   query_sq = jnp.sum(query * query, axis=1, keepdims=True)
   cross = jnp.matmul(query, gallery.T, precision=_HIGHEST)
-  return jnp.sqrt(jnp.maximum(query_sq + gallery_sq[None, :] - 2.0 * cross, 0.0))
+  return jnp.sqrt(jnp.maximum(query_sq + gallery_stats[None, :] - 2.0 * cross, 0.0))
+
+
+@functools.partial(jax.jit, static_argnames='metric')
+def _block(query: jax.Array, gallery: jax.Array, gallery_stats: jax.Array,
+           column_offset: jax.Array, metric: str) -> jax.Array:
+  return distance_block(query, gallery, metric, gallery_stats) + column_offset[None, :]
 
 
 def _as_features(x: np.ndarray | jax.Array, name: str) -> jax.Array:
@@ -60,6 +75,7 @@ def iter_distance_blocks(
     gallery: np.ndarray | jax.Array,
     metric: str = 'cosine',
     chunk_size: int = 4096,
+    nan_columns: np.ndarray | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
   """Yields ``(start, block)`` with ``block = distance(query[start:start + chunk_size], gallery)``.
 
@@ -72,6 +88,8 @@ def iter_distance_blocks(
     gallery: ``[num_gallery, dim]`` features.
     metric: ``'cosine'`` or ``'euclidean'``.
     chunk_size: number of query rows per block.
+    nan_columns: optional bool ``[num_gallery]``; these columns are NaN in every block (set in
+      the same jitted step; the ranker's mask of junk gallery items).
   """
   if metric not in METRICS:
     raise ValueError(f'Unknown distance metric {metric!r}: use one of {METRICS}.')
@@ -84,12 +102,13 @@ def iter_distance_blocks(
         f'Query features have dimension {query.shape[1]} but gallery features have '
         f'{gallery.shape[1]}: both must come from the same model and head.')
 
-  if metric == 'cosine':
-    inv_norm = 1.0 / jnp.maximum(jnp.linalg.norm(gallery, axis=1), 1e-12)
-    block_fn = functools.partial(_cosine_block, gallery=gallery, gallery_inv_norm=inv_norm)
-  else:
-    block_fn = functools.partial(
-        _euclidean_block, gallery=gallery, gallery_sq=jnp.sum(gallery * gallery, axis=1))
+  offset = np.zeros(gallery.shape[0], np.float32)
+  if nan_columns is not None:
+    offset[np.asarray(nan_columns, bool)] = np.nan
+  offset = jnp.asarray(offset)
+  block_fn = functools.partial(_block, gallery=gallery,
+                               gallery_stats=gallery_statistics(gallery, metric),
+                               column_offset=offset, metric=metric)
 
   starts = range(0, query.shape[0], chunk_size)
   pending = None

@@ -18,25 +18,31 @@ computed up to ``min(max_rank, num_gallery)``.
 
 The fast path never sorts a gallery row. The rank of a correct match ``j`` of query ``i`` is one
 plus the number of kept items that a stable argsort puts before it, i.e. with
-``(d[i, k], k) < (d[i, j], j)``; only items with ``d[i, k] <= max_j d[i, j]`` (up to the last
-correct match) can do so. Per chunk of queries: the correct matches come from an index of the
-gallery by identity (no ``[chunk, g]`` id comparisons), one comparison pass finds the candidates
-below each query's last match, and one ``np.sort`` of unique int64 keys
-``(row, order-preserving code of the float32 distance, column)`` over the candidates gives every
-match's exact rank, ties included. Cost: one pass over the distances plus a sort of the
-candidates (few for a good model; bounded by ``_CANDIDATES_PER_STEP`` per step, so a bad model
-costs time, not memory). CMC(1..max_rank) needs the first match's rank, AP all of them and INP
-the last one. Memory is ``O(chunk x num_gallery)`` bytes; ``evaluate_features`` never builds
-the full matrix.
+``(d[i, k], k) < (d[i, j], j)``. Per chunk of queries the correct matches come from an index of
+the gallery by identity (no ``[chunk, g]`` id comparisons); junk columns are NaN in the block
+(set in the jitted distance step by ``evaluate_features``), so no comparison counts them; the
+same-identity same-camera items are few and are subtracted afterwards. Per query row, with its
+matches sorted by ``(distance, column)``, each match's count comes either from one counting pass
+over the row (``count(d[:j] <= t) + count(d[j:] < t)``: ties before the match's column count,
+after it not), or from a sorted copy of the row's entries up to a bound (a binary search, and a
+look at the row for the rare exact ties). The ranker picks, per row, how many of the deepest
+matches to count by passes and sorts the entries below the rest; a sorted sample of the row
+estimates each plan's cost. An easy query costs one pass and a small sort; a hard one (matches
+deep in the ranking) at most about one pass per match. CMC(1..max_rank) needs
+the first match's rank, AP all of them and INP the last one. Memory is
+``O(chunk x num_gallery)``; ``evaluate_features`` never builds the full matrix.
 
 ``protocol='cuhk03'`` is the CUHK03 single-gallery-shot protocol (``evaluate_cuhk03``) and
 ``roc=True`` adds the verification ROC (``jreid.evaluation.roc``) from the same pass.
 """
 
+from __future__ import annotations
+
 from collections.abc import Iterable
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jreid.evaluation import distance
@@ -44,11 +50,6 @@ from jreid.evaluation import roc as roc_lib
 
 JUNK_PID = -1
 PROTOCOLS = ('market', 'cuhk03')
-
-# Bound on the candidate (row, column) pairs sorted at once by the counting ranker.
-# About 100 bytes of temporaries per candidate: 4M candidates, 0.4 GB (1 << 24 measured 4.1 GB
-# peak RSS end to end at MSMT17 scale, against 1.7 GB for the distance matmul alone).
-_CANDIDATES_PER_STEP = 1 << 22
 
 _TABLE_COLUMNS = (('Rank-1', 'rank1'), ('Rank-5', 'rank5'), ('Rank-10', 'rank10'),
                   ('mAP', 'mAP'), ('mINP', 'mINP'))
@@ -224,65 +225,161 @@ def _first_ap_inp(rows: np.ndarray, ranks: np.ndarray, n: int):
           num_hits[valid] / ranks[last])
 
 
-def _hit_ranks(block: np.ndarray, q_pids: np.ndarray, q_camids: np.ndarray,
-               gallery: _GalleryIndex, hit_rows: np.ndarray, hit_cols: np.ndarray) -> np.ndarray:
-  """1-based rank among the kept items of each hit, as a stable argsort of its row gives it."""
+# Costs of the ways the ranker counts a row's entries below a hit, in counting passes over the
+# row (compare + count, the cheapest step); ``f`` is the fraction of the row taken. Extracting
+# the entries below a bound: a fixed part plus a part that grows with the mask's mixing (branch
+# mispredictions) and one per entry; sorting: per sorted entry, more for a whole row. Fitted on
+# the 2-core CPU (benchmarks/eval_scale.py); they only choose between plans that give the same
+# counts.
+_EXTRACT_FIXED = 2.5
+_EXTRACT_MIXING = 100.0  # per unit of f, up to _EXTRACT_MIXING_MAX
+_EXTRACT_MIXING_MAX = 5.0
+_EXTRACT_ENTRY = 3.0
+_SORT_ENTRY = 22.0
+_SORT_ROW = 31.0
+# Entries of each row sorted per chunk to estimate how many entries lie below each hit.
+_SAMPLE_SIZE = 256
+
+
+def _sort_cost(fraction: np.ndarray) -> np.ndarray:
+  """Passes to extract and sort the ``fraction`` of a row below a bound (or sort it all)."""
+  extract = (_EXTRACT_FIXED + np.minimum(_EXTRACT_MIXING * fraction, _EXTRACT_MIXING_MAX)
+             + (_EXTRACT_ENTRY + _SORT_ENTRY) * fraction)
+  return np.minimum(extract, _SORT_ROW)
+
+
+def _row_counts(x: np.ndarray, values: np.ndarray, cols: np.ndarray, top: int,
+                extract: bool, buf: np.ndarray) -> np.ndarray:
+  """``#{k : (x[k], k) < (values[s], cols[s])}`` for one row's hits sorted by
+  ``(value, column)``; NaN entries (masked junk) never count.
+
+  The hits from ``top`` on are counted with one pass over the row each; the first ``top`` are
+  read off a sorted copy of the entries up to hit ``top - 1`` (``extract``) or of the row.
+  """
+  g, m = len(x), len(values)
+  counts = np.empty(m, np.int64)
+  for s in range(top, m):
+    # Stable order: equal entries before the hit's column come first, those after it do not.
+    j, v = cols[s], values[s]
+    counts[s] = (np.count_nonzero(np.less_equal(x[:j], v, out=buf[:j]))
+                 + np.count_nonzero(np.less(x[j:], v, out=buf[j:g])))
+  if top:
+    if extract:
+      ranked = np.compress(np.less_equal(x, values[top - 1], out=buf[:g]), x)
+      ranked.sort()
+    else:
+      ranked = np.sort(x)  # NaN sort last
+    lo = np.searchsorted(ranked, values[:top], 'left')
+    counts[:top] = lo
+    tied = np.flatnonzero(np.searchsorted(ranked, values[:top], 'right') - lo > 1)
+    for s in tied:  # other entries at the hit's distance: those in earlier columns come first
+      counts[s] += np.count_nonzero(x[:cols[s]] == values[s])
+  return counts
+
+
+def _plans(block: np.ndarray, rows: np.ndarray, values: np.ndarray, bounds: np.ndarray):
+  """Per row with hits, ``(top, extract)`` of the cheapest plan of ``_row_counts``.
+
+  The plan "sort up to hit ``s``, count the deeper ones by passes" costs
+  ``_sort_cost(f_s) + (m - 1 - s)`` passes, "count all" ``m``; ``f_s`` is estimated from a
+  sorted sample of each row. Hits are sorted by ``(row, value)``; ``bounds`` are row offsets.
+  """
+  n, g = block.shape
+  sample_cols = np.unique(np.linspace(0, g - 1, min(_SAMPLE_SIZE, g)).astype(np.int64))
+  # One searchsorted for all rows: (row, order-preserving code) keys of the sorted samples.
+  codes = roc_lib.ordered_code(np.sort(block[:, sample_cols], axis=1)).astype(np.int64)
+  codes += np.arange(n, dtype=np.int64)[:, None] << 32
+  hit_keys = roc_lib.ordered_code(values).astype(np.int64) + (rows.astype(np.int64) << 32)
+  fraction = (np.searchsorted(codes.ravel(), hit_keys, 'right') - rows * len(sample_cols)) / len(
+      sample_cols)
+  m = np.diff(bounds)
+  within = np.arange(len(rows)) - bounds[rows]
+  cost = _sort_cost(fraction) + (m[rows] - 1 - within)
+  has = np.flatnonzero(m)
+  best = np.minimum.reduceat(cost, bounds[has])
+  # The first hit (lowest s) reaching the minimum: top = s + 1.
+  at_best = np.flatnonzero(cost <= best[np.searchsorted(has, rows)])
+  first_best = np.full(n, len(rows), np.int64)
+  np.minimum.at(first_best, rows[at_best], within[at_best])
+  top = np.where(best < m[has], first_best[has] + 1, 0)
+  chosen = bounds[has] + np.maximum(top - 1, 0)
+  return has, top, _sort_cost(fraction[chosen]) < _SORT_ROW
+
+
+def _pairs_before(rows, values, cols, other_rows, other_values, other_cols) -> np.ndarray:
+  """For each ``(row, value, col)``, the number of other triples of the same row that sort
+  before it by ``(value, col)``. Rows are grouped so that ``(row, value code, col)`` fits in
+  one uint64 sort key."""
+  out = np.zeros(len(rows), np.int64)
+  if not len(rows) or not len(other_rows):
+    return out
+  num_cols = int(max(cols.max(), other_cols.max())) + 1
+  col_bits = max(1, (num_cols - 1).bit_length())
+  rows_per_group = 1 << (32 - col_bits)
+  shift_code, shift_row = np.uint64(col_bits), np.uint64(32 + col_bits)
+
+  def keys(r, v, c):
+    return ((r.astype(np.uint64) << shift_row)
+            | (roc_lib.ordered_code(v).astype(np.uint64) << shift_code) | c.astype(np.uint64))
+
+  for first in range(0, int(max(rows.max(), other_rows.max())) + 1, rows_per_group):
+    sel = (rows >= first) & (rows < first + rows_per_group)
+    other = (other_rows >= first) & (other_rows < first + rows_per_group)
+    if not sel.any() or not other.any():
+      continue
+    other_keys = np.sort(keys(other_rows[other] - first, other_values[other], other_cols[other]))
+    r = rows[sel] - first
+    out[sel] = (np.searchsorted(other_keys, keys(r, values[sel], cols[sel]))
+                - np.searchsorted(other_keys, r.astype(np.uint64) << shift_row))
+  return out
+
+
+def _hit_ranks(block: np.ndarray, hit_rows: np.ndarray, hit_cols: np.ndarray,
+               removed_rows: np.ndarray, removed_cols: np.ndarray,
+               plan: int | None = None) -> np.ndarray:
+  """1-based rank among the kept items of each hit, as a stable argsort of its row gives it.
+
+  ``block`` has its junk columns set to NaN (never counted); ``removed_*`` are the same-pid
+  same-camera pairs, subtracted from the counts.
+  """
   n, num_gallery = block.shape
   ranks = np.zeros(len(hit_rows), np.int64)
   if not len(hit_rows):
     return ranks
-  col_bits = max(1, int(num_gallery - 1).bit_length())
-  if col_bits > 31:
+  if num_gallery >= 1 << 31:
     raise ValueError(f'Galleries of more than 2**31 items are not supported, got {num_gallery}.')
   hit_dist = block[hit_rows, hit_cols]
-  last = np.full(n, -np.inf, np.float32)
-  np.maximum.at(last, hit_rows, hit_dist)
-  # Rows go in groups whose candidates fit in one sort step and whose row index fits in the key.
-  max_rows = 1 << (32 - col_bits)
-  counts = np.count_nonzero(block <= last[:, None], axis=1)
-  group_of_row = np.zeros(n, np.int64)
-  total, group, rows_in_group = 0, 0, 0
-  for i, c in enumerate(counts):  # n is a chunk of queries: a short loop
-    if rows_in_group and (total + c > _CANDIDATES_PER_STEP or rows_in_group >= max_rows):
-      group, total, rows_in_group = group + 1, 0, 0
-    group_of_row[i] = group
-    total += c
-    rows_in_group += 1
-  hit_group = group_of_row[hit_rows]
-  shift_code = np.uint64(col_bits)
-  shift_row = np.uint64(32 + col_bits)
-  for g in range(group + 1):
-    rows = np.flatnonzero(group_of_row == g)
-    r0 = rows[0]
-    sub = block[rows[0]:rows[-1] + 1]
-    c_rows, c_cols = np.divmod(np.flatnonzero(sub <= last[rows[0]:rows[-1] + 1, None]),
-                               num_gallery)
-    q_rows = c_rows + r0
-    kept = ~gallery.is_junk[c_cols] & (
-        (gallery.g_pids[c_cols] != q_pids[q_rows]) | (gallery.g_camids[c_cols] != q_camids[q_rows]))
-    c_rows, c_cols = c_rows[kept], c_cols[kept]
-    keys = ((c_rows.astype(np.uint64) << shift_row)
-            | (roc_lib.ordered_code(sub[c_rows, c_cols]).astype(np.uint64) << shift_code)
-            | c_cols.astype(np.uint64))
-    keys.sort()
-    in_group = np.flatnonzero(hit_group == g)
-    h_rows = hit_rows[in_group] - r0
-    h_keys = ((h_rows.astype(np.uint64) << shift_row)
-              | (roc_lib.ordered_code(hit_dist[in_group]).astype(np.uint64) << shift_code)
-              | hit_cols[in_group].astype(np.uint64))
-    position = np.searchsorted(keys, h_keys)
-    row_start = np.searchsorted(keys, h_rows.astype(np.uint64) << shift_row)
-    ranks[in_group] = position - row_start + 1
+  order = np.lexsort((hit_cols, hit_dist, hit_rows))
+  rows, values, cols = hit_rows[order], hit_dist[order], hit_cols[order]
+  bounds = np.searchsorted(rows, np.arange(n + 1))
+  has, top, extract = _plans(block, rows, values, bounds)
+  if plan is not None:  # tests: the same plan for every row
+    top = np.clip(np.diff(bounds)[has] - plan, 0, None)
+  buf = np.empty(num_gallery, bool)
+  counts = np.empty(len(rows), np.int64)
+  for i, t, e in zip(has, top, extract):
+    a, b = bounds[i], bounds[i + 1]
+    counts[a:b] = _row_counts(block[i], values[a:b], cols[a:b], t, e, buf)
+  counts -= _pairs_before(rows, values, cols, removed_rows, block[removed_rows, removed_cols],
+                          removed_cols)
+  ranks[order] = counts + 1
   return ranks
 
 
-def _rank_chunk(block, q_pids, q_camids, gallery: _GalleryIndex, roc=None):
-  """``(valid, first_rank, ap, inp)`` of a chunk of queries by counting (module docstring)."""
+def _rank_chunk(block, q_pids, q_camids, gallery: _GalleryIndex, roc=None,
+                junk_masked: bool = False, plan: int | None = None):
+  """``(valid, first_rank, ap, inp)`` of a chunk of queries by counting (module docstring).
+
+  Unless ``junk_masked`` (junk columns already NaN), junk columns are masked in a copy.
+  """
   rows, cols, same_cam = gallery.same_pid_pairs(q_pids, q_camids)
   hit_rows, hit_cols = rows[~same_cam], cols[~same_cam]
   if roc is not None:
     roc.add(block, q_pids, gallery.junk_cols, rows, cols, hit_rows, hit_cols)
-  ranks = _hit_ranks(block, q_pids, q_camids, gallery, hit_rows, hit_cols)
+  if not junk_masked and len(gallery.junk_cols):
+    block = np.array(block, np.float32)
+    block[:, gallery.junk_cols] = np.nan
+  ranks = _hit_ranks(block, hit_rows, hit_cols, rows[same_cam], cols[same_cam], plan)
   return _first_ap_inp(hit_rows, ranks, len(block))
 
 
@@ -303,8 +400,13 @@ def _evaluate_blocks(
     num_gallery: int,
     roc: bool = False,
     fpr_targets: tuple[float, ...] = roc_lib.DEFAULT_FPRS,
+    junk_masked: bool = False,
 ) -> RankResult:
-  """Ranks ``(start, distance block)`` chunks of queries and reduces them to a RankResult."""
+  """Ranks ``(start, distance block)`` chunks of queries and reduces them to a RankResult.
+
+  With ``junk_masked`` the blocks come with junk columns already NaN and finite elsewhere (from
+  checked features), so they are not checked for NaN.
+  """
   if max_rank < 1:
     raise ValueError(f'max_rank must be >= 1, got {max_rank}.')
   max_rank = min(max_rank, num_gallery)
@@ -317,10 +419,11 @@ def _evaluate_blocks(
   num_skipped = 0
   for start, block in blocks:
     block = np.asarray(block, np.float32)
-    _check_block(start, block)
+    if not junk_masked:
+      _check_block(start, block)
     rows = slice(start, start + len(block))
     valid, first_rank, ap, inp = _rank_chunk(block, q_pids[rows], q_camids[rows], gallery,
-                                             accumulator)
+                                             accumulator, junk_masked)
     num_skipped += int(np.sum(~valid))
     first_ranks.append(first_rank)
     aps.append(ap)
@@ -439,15 +542,15 @@ def evaluate_rank(
     raise ValueError(f'chunk_size must be a positive number of queries, got {chunk_size}.')
   num_query, num_gallery = distmat.shape
   ids = _check_ids(q_pids, g_pids, q_camids, g_camids, num_query, num_gallery)
+  _check_protocol(protocol)
   blocks = ((start, distmat[start:start + chunk_size])
             for start in range(0, num_query, chunk_size))
   return _dispatch(blocks, ids, max_rank, num_gallery, protocol, roc, fpr_targets, num_repeats,
                    seed)
 
 
-def _dispatch(blocks, ids, max_rank, num_gallery, protocol, roc, fpr_targets, num_repeats, seed):
-  if protocol not in PROTOCOLS:
-    raise ValueError(f'Unknown evaluation protocol {protocol!r}: use one of {PROTOCOLS}.')
+def _dispatch(blocks, ids, max_rank, num_gallery, protocol, roc, fpr_targets, num_repeats, seed,
+              junk_masked=False):
   if protocol == 'cuhk03':
     if roc:
       raise ValueError("roc=True is computed with protocol='market' only: evaluate the ROC "
@@ -455,7 +558,12 @@ def _dispatch(blocks, ids, max_rank, num_gallery, protocol, roc, fpr_targets, nu
     return _cuhk03_blocks(blocks, *ids, max_rank=max_rank, num_gallery=num_gallery,
                           num_repeats=num_repeats, seed=seed)
   return _evaluate_blocks(blocks, *ids, max_rank=max_rank, num_gallery=num_gallery, roc=roc,
-                          fpr_targets=fpr_targets)
+                          fpr_targets=fpr_targets, junk_masked=junk_masked)
+
+
+def _check_protocol(protocol: str) -> None:
+  if protocol not in PROTOCOLS:
+    raise ValueError(f'Unknown evaluation protocol {protocol!r}: use one of {PROTOCOLS}.')
 
 
 def evaluate_cuhk03(
@@ -517,11 +625,37 @@ def evaluate_features(
     chunk_size: queries per chunk; memory is ``O(chunk_size x num_gallery)``.
     protocol, roc, fpr_targets, num_repeats, seed: as in ``evaluate_rank``.
   """
+  _check_protocol(protocol)
   num_query, num_gallery = np.shape(query_feats)[0], np.shape(gallery_feats)[0]
   ids = _check_ids(q_pids, g_pids, q_camids, g_camids, num_query, num_gallery)
-  blocks = distance.iter_distance_blocks(query_feats, gallery_feats, metric, chunk_size)
+  if protocol == 'cuhk03':
+    blocks = distance.iter_distance_blocks(query_feats, gallery_feats, metric, chunk_size)
+    return _dispatch(blocks, ids, max_rank, num_gallery, protocol, roc, fpr_targets,
+                     num_repeats, seed)
+  for name, feats in (('query', query_feats), ('gallery', gallery_feats)):
+    # Finite squared norms rule out NaN distances, so the blocks need no NaN check.
+    if np.ndim(feats) == 2 and not _finite_squared_norms(feats):
+      raise ValueError(
+          f'The {name} features contain NaN or inf (or values whose squares overflow float32): '
+          'check the model output (a diverged model or a failed checkpoint restore).')
+  blocks = distance.iter_distance_blocks(query_feats, gallery_feats, metric, chunk_size,
+                                        nan_columns=ids[1] == JUNK_PID)
   return _dispatch(blocks, ids, max_rank, num_gallery, protocol, roc, fpr_targets, num_repeats,
-                   seed)
+                   seed, junk_masked=True)
+
+
+@jax.jit
+def _finite_squared_norms_on_device(feats: jax.Array) -> jax.Array:
+  return jnp.all(jnp.isfinite(jnp.sum(feats * feats, axis=1)))
+
+
+def _finite_squared_norms(feats) -> bool:
+  """Whether every row's float32 squared norm is finite; on the host for host data (no copy, no
+  compilation per shape), on the device for device arrays (no transfer)."""
+  if isinstance(feats, jax.Array) and any(d.platform != 'cpu' for d in feats.devices()):
+    return bool(_finite_squared_norms_on_device(jnp.asarray(feats, jnp.float32)))
+  feats = np.asarray(feats, np.float32)
+  return bool(np.isfinite(np.einsum('ij,ij->i', feats, feats)).all())
 
 
 def format_results_table(rows: dict[str, dict[str, float]], name_header: str = 'Model') -> str:

@@ -93,15 +93,13 @@ def qaconv_rerank(q_g_scores: Any, q_q_scores: Any, g_g_scores: Any, k1: int = 2
   original /= column_max  # not squared: the reference's only change to Zhong et al.
   original = np.ascontiguousarray(original.T)
 
-  rank = rerank_lib._initial_rank(original, max(k1 + 1, k2))  # pylint: disable=protected-access
-  expanded = rerank_lib._expanded_sets(  # pylint: disable=protected-access
-      rank, k1 + 1, int(np.around(k1 / 2)) + 1)
-  v = rerank_lib._encode(original, expanded)  # pylint: disable=protected-access
+  rank = rerank_lib.initial_rank(original, max(k1 + 1, k2))
+  expanded = rerank_lib.expanded_sets(rank, k1 + 1, int(np.around(k1 / 2)) + 1)
+  v = rerank_lib.encode_weights(original, expanded)
   if k2 != 1:
-    v = rerank_lib._local_query_expansion(v, rank, k2)  # pylint: disable=protected-access
+    v = rerank_lib.local_query_expansion(v, rank, k2)
   total = num_query + num_gallery
-  jaccard = rerank_lib._jaccard(  # pylint: disable=protected-access
-      v, np.arange(num_query), np.arange(num_query, total))
+  jaccard = rerank_lib.jaccard_of_weights(v, np.arange(num_query), np.arange(num_query, total))
   final = jaccard * (1.0 - lambda_value) + original[:num_query, num_query:] * lambda_value
   return final.astype(np.float32)
 

@@ -19,14 +19,24 @@ scipy.sparse; the Jaccard sums run over an inverted index (columns of ``V``) in 
 only over pairs with shared support (all others are exactly 1), so the cost is
 ``O(N x k1 x |R*|)`` on top of one pass over the distances.
 
+The steps are public (``initial_rank``, ``expanded_sets``, ``encode_weights``,
+``local_query_expansion``, ``jaccard_of_weights``) so that variants such as the QAConv
+reference's re-ranking (``qaconv_rerank``) reuse them.
+
 Two modes of the same algorithm:
 
 * exact, ``k_reciprocal_rerank(q_g, q_q, g_g)``: the classic dense algorithm on given matrices
   (columns of the block matrix, as the original code's transpose), equal to it on any input;
 * scalable, ``rerank_features(query_feats, gallery_feats)``: distances computed in row chunks
-  with JAX matmuls and taken as symmetric; memory is the ``[q, g]`` result plus the features
-  (MSMT17: 3.8 GB), time one ``(q+g)^2`` matmul.
+  with JAX matmuls and taken as symmetric, each chunk reduced in the same jitted step to its
+  row maxima, its first ``k1 + 1`` neighbours (``lax.top_k``) and, for query rows, the
+  normalised gallery part; memory is the ``[q, g]`` result plus the features and
+  ``O(chunk x (q+g))``, time one ``(q+g)^2`` matmul plus the sparse steps.
 """
+
+from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -40,17 +50,25 @@ JACCARD_METRICS = ('cosine', 'euclidean')
 
 # Rows of the (q+g)^2 matrix built and reduced to their top k1 + 1 at once.
 _RANK_CHUNK_ROWS = 1024
-# Feature elements gathered per step when rerank_features recomputes pair distances: two
-# [pairs, dim] gathers of 64 MB (2**18 pairs of 2048-d features took 3.8 GB at Market scale).
-_PAIR_ELEMENTS = 1 << 24
+# Pairs whose distances rerank_features recomputes per jitted step (two [pairs, dim] gathers:
+# 0.5 GB at 2048-d).
+_PAIRS_PER_STEP = 1 << 15
 # Tile side of the blocked transposes.
 _TRANSPOSE_TILE = 256
 # Bound on the dense [rows, columns] accumulator of one chunk of Jaccard rows.
 _JACCARD_CHUNK_ELEMENTS = 1 << 22
 
 
-def _initial_rank(dist: np.ndarray, width: int) -> np.ndarray:
-  """First ``width`` columns of the stable ascending argsort of each row (in row chunks)."""
+def initial_rank(dist: np.ndarray, width: int) -> np.ndarray:
+  """First ``width`` columns of the stable ascending argsort of each row (in row chunks).
+
+  Args:
+    dist: ``[n, m]`` distances (row ``p``: the distances that rank ``p``'s neighbours).
+    width: columns kept, clipped to ``m``.
+
+  Returns:
+    int64 ``[n, min(width, m)]``.
+  """
   width = min(width, dist.shape[1])
   return np.concatenate([
       search_lib.topk_smallest(dist[start:start + _RANK_CHUNK_ROWS], width)[1]
@@ -73,8 +91,14 @@ def _reciprocal_sets(rank: np.ndarray, width: int) -> scipy.sparse.csr_matrix:
       shape=(n, n))
 
 
-def _expanded_sets(rank: np.ndarray, full_width: int, half_width: int) -> scipy.sparse.csr_matrix:
-  """Bool CSR of ``R*(p)``: ``R(p)`` plus each candidate's half set that overlaps it enough."""
+def expanded_sets(rank: np.ndarray, full_width: int, half_width: int) -> scipy.sparse.csr_matrix:
+  """Bool CSR of ``R*(p)``: ``R(p)`` plus each candidate's half set that overlaps it enough.
+
+  Args:
+    rank: ``initial_rank`` output, at least ``full_width`` columns.
+    full_width: ``|N(p, k1)|`` (``k1 + 1`` in Zhong et al.'s code, ``k1`` in SpCL's).
+    half_width: ``|N(c, k1/2)|`` of the candidates.
+  """
   full = _reciprocal_sets(rank, full_width).astype(np.int32)
   half = _reciprocal_sets(rank, half_width).astype(np.int32)
   overlap = (full @ half.T).multiply(full).tocsr()  # |R_half(c) ∩ R(p)| for c in R(p).
@@ -84,10 +108,12 @@ def _expanded_sets(rank: np.ndarray, full_width: int, half_width: int) -> scipy.
   return (full + overlap @ half).astype(bool).tocsr()
 
 
-def _encode(dist, expanded: scipy.sparse.csr_matrix) -> scipy.sparse.csr_matrix:
+def encode_weights(dist, expanded: scipy.sparse.csr_matrix) -> scipy.sparse.csr_matrix:
   """Float32 CSR ``V``: ``softmax(-dist[p, R*(p)])`` on each row's expanded set.
 
-  ``dist`` is a dense ``[n, n]`` array or a function ``(rows, cols) -> float32 values``.
+  Args:
+    dist: a dense ``[n, n]`` array or a function ``(rows, cols) -> float32 values``.
+    expanded: ``expanded_sets`` output.
   """
   expanded = expanded.tocsr()
   expanded.sort_indices()
@@ -100,9 +126,9 @@ def _encode(dist, expanded: scipy.sparse.csr_matrix) -> scipy.sparse.csr_matrix:
                                  shape=expanded.shape)
 
 
-def _local_query_expansion(v: scipy.sparse.csr_matrix, rank: np.ndarray,
+def local_query_expansion(v: scipy.sparse.csr_matrix, rank: np.ndarray,
                            k2: int) -> scipy.sparse.csr_matrix:
-  """Rows ``mean(V[rank[p, :k2]])``."""
+  """Local query expansion: rows ``mean(V[rank[p, :k2]])`` of the ``encode_weights`` output."""
   n = v.shape[0]
   neighbours = rank[:, :k2]
   average = scipy.sparse.csr_matrix(
@@ -114,8 +140,8 @@ def _local_query_expansion(v: scipy.sparse.csr_matrix, rank: np.ndarray,
   return expanded
 
 
-def _jaccard(v: scipy.sparse.csr_matrix, rows: np.ndarray, cols: np.ndarray,
-             out: np.ndarray | None = None) -> np.ndarray:
+def jaccard_of_weights(v: scipy.sparse.csr_matrix, rows: np.ndarray, cols: np.ndarray,
+                       out: np.ndarray | None = None) -> np.ndarray:
   """``1 - m / (2 - m)``, ``m[a, b] = sum_j min(V[rows[a], j], V[cols[b], j])``, float32.
 
   Pairs whose ``V`` rows share no support have ``m = 0``, distance exactly 1: only the pairs
@@ -272,15 +298,45 @@ def _rerank_from_rank(rank, original, num_query, k1, k2, lambda_value, query_ori
   """Steps 1-4 of the module docstring from the top lists and an entry lookup of the
   normalised distance; ``query_original_rows(rows)`` gives the ``[rows, g]`` original term."""
   total = rank.shape[0]
-  expanded = _expanded_sets(rank, k1 + 1, int(np.around(k1 / 2)) + 1)
-  v = _encode(original, expanded)
+  expanded = expanded_sets(rank, k1 + 1, int(np.around(k1 / 2)) + 1)
+  v = encode_weights(original, expanded)
   if k2 != 1:
-    v = _local_query_expansion(v, rank, k2)
-  final = _jaccard(v, np.arange(num_query), np.arange(num_query, total))
+    v = local_query_expansion(v, rank, k2)
+  final = jaccard_of_weights(v, np.arange(num_query), np.arange(num_query, total))
   for start in range(0, num_query, _RANK_CHUNK_ROWS):
     rows = slice(start, min(start + _RANK_CHUNK_ROWS, num_query))
-    final[rows] = final[rows] * (1.0 - lambda_value) + query_original_rows(rows) * lambda_value
+    part = final[rows]
+    part *= 1.0 - lambda_value
+    part += np.multiply(query_original_rows(rows), lambda_value, dtype=np.float32)
   return final
+
+
+@functools.partial(jax.jit, static_argnames='metric')
+def _pair_values(feats: jax.Array, stats: jax.Array, rows: jax.Array, cols: jax.Array,
+                 metric: str) -> jax.Array:
+  """``d(feats[rows[i]], feats[cols[i]])^2`` as ``distance_block`` computes it, one per pair."""
+  a, b = feats[rows], feats[cols]
+  if metric == 'cosine':
+    d = 1.0 - jnp.sum(distance.normalize(a) * b, axis=1) * stats[cols]
+  else:
+    d = jnp.sqrt(jnp.maximum(jnp.sum(a * a, axis=1) + stats[cols] - 2.0 * jnp.sum(a * b, axis=1),
+                             0.0))
+  return jnp.square(d)
+
+
+@functools.partial(jax.jit, static_argnames=('metric', 'width', 'num_query', 'keep'))
+def _reduced_rows(rows: jax.Array, feats: jax.Array, stats: jax.Array, metric: str, width: int,
+                  num_query: int, keep: bool):
+  """Rows of squared distances against all features, reduced to ``(max_j d^2, the first width
+  columns of the stable ascending order, d^2 / max_j d^2 on the gallery columns if keep)``."""
+  squared = jnp.square(distance.distance_block(rows, feats, metric, stats))
+  row_max = jnp.max(squared, axis=1)
+  # top_k orders equal values by index, as a stable ascending argsort does. Ranking d^2 rather
+  # than d^2 / max (a positive scale) saves a pass; the two orders differ only where the
+  # division rounds two distinct values to one.
+  _, top = jax.lax.top_k(-squared, width)
+  kept = squared[:, num_query:] / row_max[:, None] if keep else None
+  return row_max, top, kept
 
 
 def rerank_features(
@@ -297,12 +353,15 @@ def rerank_features(
   The same algorithm as ``k_reciprocal_rerank`` applied to the distances of all ``q + g``
   items among themselves (``jreid.evaluation.distance``, ``metric``), taken as symmetric: the
   column maximum of the classic algorithm is each item's row maximum. Rows of distances are
-  computed ``chunk_size`` at a time with jitted JAX matmuls (on the JAX device) and reduced to
-  their maximum, their top ``k1 + 1`` and, for query rows, the original term; the weights
-  ``V`` recompute the few distances they need from the features; the Jaccard term is sparse.
-  Memory: the features, the ``[q, g]`` float32 result and ``O(chunk_size x (q+g))``; time: one
-  ``(q+g)^2`` matmul. Equal to ``k_reciprocal_rerank`` on the matrices of
-  ``compute_distance`` up to float32 rounding of the distances (tested).
+  computed ``chunk_size`` at a time on the JAX device and reduced there to their maximum, their
+  first ``k1 + 1`` neighbours (ranked by ``d^2``: the same order as ``d^2 / max`` except where
+  that division rounds two values to one) and, for query rows, the normalised gallery part; the
+  weights ``V`` recompute the few distances they need from the features (jitted, in steps of
+  ``_PAIRS_PER_STEP`` pairs); the Jaccard term is sparse. Memory: the features, the ``[q, g]``
+  float32 result and ``O(chunk_size x (q+g))``; time: one ``(q+g)^2`` matmul plus the sparse
+  steps. Equal to ``k_reciprocal_rerank`` on the matrices of ``compute_distance`` up to float32
+  rounding of the distances (tested; ``benchmarks/rerank_scale.py`` reports the fraction of
+  entries that differ).
 
   Args:
     query_feats: ``[q, dim]`` features.
@@ -324,6 +383,10 @@ def rerank_features(
   _check_params(k1, k2, lambda_value)
   if not (np.isfinite(query_feats).all() and np.isfinite(gallery_feats).all()):
     raise ValueError('The features contain NaN or inf: check the model output.')
+  if metric not in distance.METRICS:
+    raise ValueError(f'Unknown distance metric {metric!r}: use one of {distance.METRICS}.')
+  if chunk_size < 1:
+    raise ValueError(f'chunk_size must be a positive number of rows, got {chunk_size}.')
   num_query = query_feats.shape[0]
   feats = np.concatenate([query_feats, gallery_feats])
   total = feats.shape[0]
@@ -331,33 +394,43 @@ def rerank_features(
   rank = np.empty((total, width), np.int64)
   rowmax = np.empty(total, np.float32)
   query_original = np.empty((num_query, total - num_query), np.float32)
-  for start, block in distance.iter_distance_blocks(feats, feats, metric, chunk_size):
-    rows = slice(start, start + len(block))
-    block = np.square(block)  # (a read-only view of the JAX output)
-    rowmax[rows] = block.max(axis=1)
-    block /= rowmax[rows, None]
-    rank[rows] = search_lib.topk_smallest(block, width)[1]
-    if start < num_query:
-      q_rows = slice(start, min(start + len(block), num_query))
-      query_original[q_rows] = block[:q_rows.stop - start, num_query:]
-
-  if metric == 'cosine':
-    normed = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
-  sq_norms = np.sum(feats * feats, axis=1)
-
-  step = max(1, _PAIR_ELEMENTS // feats.shape[1])
+  device_feats = jnp.asarray(feats)
+  stats = distance.gallery_statistics(device_feats, metric)
+  # Row chunks are cut from a zero-padded copy, so every step has the same shape (one
+  # compilation per kind of chunk); the padded rows' results are dropped.
+  padded = jnp.concatenate([device_feats, jnp.zeros((chunk_size, feats.shape[1]), jnp.float32)])
+  # Chunks never straddle the query/gallery boundary: only query rows keep their gallery part.
+  starts = [(start, min(start + chunk_size, num_query)) for start in range(0, num_query,
+                                                                           chunk_size)]
+  starts += [(start, min(start + chunk_size, total)) for start in range(num_query, total,
+                                                                        chunk_size)]
+  pending = None
+  # The next chunk is dispatched before the host stores the current one (overlap).
+  for bounds in starts + [None]:
+    dispatched = None
+    if bounds is not None:
+      dispatched = (bounds, _reduced_rows(
+          jax.lax.dynamic_slice_in_dim(padded, bounds[0], chunk_size), device_feats, stats,
+          metric, width, num_query, bounds[0] < num_query))
+    if pending is not None:
+      (first, stop), (block_max, top, kept) = pending
+      rowmax[first:stop] = np.asarray(block_max)[:stop - first]
+      rank[first:stop] = np.asarray(top)[:stop - first]
+      if kept is not None:
+        query_original[first:stop] = np.asarray(kept)[:stop - first]
+    pending = dispatched
 
   def original(rows, cols):
     values = np.empty(len(rows), np.float32)
-    for start in range(0, len(rows), step):
-      r, c = rows[start:start + step], cols[start:start + step]
-      if metric == 'cosine':
-        d = 1.0 - np.einsum('nd,nd->n', normed[r], normed[c])
-      else:
-        d = np.sqrt(np.maximum(
-            sq_norms[r] + sq_norms[c] - 2.0 * np.einsum('nd,nd->n', feats[r], feats[c]), 0.0))
-      values[start:start + len(r)] = np.square(d.astype(np.float32)) / rowmax[r]
-    return values
+    for start in range(0, len(rows), _PAIRS_PER_STEP):
+      r, c = rows[start:start + _PAIRS_PER_STEP], cols[start:start + _PAIRS_PER_STEP]
+      n = len(r)
+      if n < _PAIRS_PER_STEP:  # padded to one shape: one compilation
+        r = np.pad(r, (0, _PAIRS_PER_STEP - n))
+        c = np.pad(c, (0, _PAIRS_PER_STEP - n))
+      values[start:start + n] = np.asarray(
+          _pair_values(device_feats, stats, jnp.asarray(r), jnp.asarray(c), metric))[:n]
+    return values / rowmax[rows]
 
   return _rerank_from_rank(rank, original, num_query, k1, k2, lambda_value,
                            lambda rows: query_original[rows])
@@ -408,10 +481,10 @@ def jaccard_distance(
         0.0)
   dist = np.asarray(dist)
 
-  rank = _initial_rank(dist, k1)
-  expanded = _expanded_sets(rank, k1, int(np.around(k1 / 2)) + 1)
-  v = _encode(dist, expanded)
+  rank = initial_rank(dist, k1)
+  expanded = expanded_sets(rank, k1, int(np.around(k1 / 2)) + 1)
+  v = encode_weights(dist, expanded)
   if k2 != 1:
-    v = _local_query_expansion(v, rank, k2)
+    v = local_query_expansion(v, rank, k2)
   everyone = np.arange(n)
-  return np.maximum(_jaccard(v, everyone, everyone), 0.0)
+  return np.maximum(jaccard_of_weights(v, everyone, everyone), 0.0)
