@@ -118,10 +118,10 @@ def export(
     output_name: the name of the output in the SavedModel, TFLite and ONNX signatures.
     overwrite: replace an existing `path`; otherwise an existing path is an error.
     platforms: 'stablehlo' and 'savedmodel' only: the platforms lowered for.
-    onnx_optimize: 'onnx' only: run jax2onnx's graph clean-up, which removes the transpose pairs
-      it puts around each NHWC convolution. Its time grows faster than linearly with the number
-      of nodes and dominates the export of deep graphs (OSNet, MGN); False skips it and leaves
-      that work to the runtime's own graph optimizer.
+    onnx_optimize: 'onnx' only: run jax2onnx's removal of the transpose pairs it puts around
+      each NHWC convolution. Its time grows faster than linearly with the number of nodes and
+      dominates the export of deep graphs (OSNet, MGN); False skips it and leaves that work to
+      the runtime's own graph optimizer.
 
   Returns:
     The path written.
@@ -312,7 +312,9 @@ def load_onnx(path: str | os.PathLike[str], providers: Sequence[str] = ('CPUExec
               ) -> Callable[..., np.ndarray]:
   """Runs an 'onnx' export with onnxruntime."""
   ort = _import_optional('onnxruntime')
-  session = ort.InferenceSession(str(path), providers=list(providers))
+  options = ort.SessionOptions()
+  options.log_severity_level = 3  # errors only, not its notes on unused initializers
+  session = ort.InferenceSession(str(path), options, providers=list(providers))
   names = [i.name for i in session.get_inputs()]
 
   def run(*arrays):
@@ -360,8 +362,9 @@ def _save_savedmodel(fn, specs, directory: pathlib.Path, *, output_name: str,
   tf = _import_tf()
   module = tf.Module()
   module.serve = _tf_function(fn, specs, output_name, platforms)
-  concrete = module.serve.get_concrete_function()
-  tf.saved_model.save(module, str(directory), signatures={'serving_default': concrete})
+  # The tf.function itself as the signature: its concrete function is saved once ('serving_default'
+  # from a separate concrete function would store the StableHLO, weights included, twice).
+  tf.saved_model.save(module, str(directory), signatures=module.serve)
 
 
 def _tflite_bytes(fn, specs, output_name) -> bytes:
@@ -548,30 +551,28 @@ _CLEANUP_LOCK = threading.Lock()
 
 @contextlib.contextmanager
 def _onnx_graph_cleanup(enabled: bool) -> Iterator[None]:
-  """With enabled=False, jax2onnx's whole-graph clean-up pass is skipped for this conversion.
+  """With enabled=False, jax2onnx's transpose-pair removal is skipped for this conversion.
 
-  jax2onnx has no switch for it; its converter calls the module-level `optimize_graph`, replaced
-  here by the identity while converting. If that name is gone (another jax2onnx), the clean-up
-  runs as usual.
+  jax2onnx has no switch for it: its graph optimizer calls the module-level
+  `remove_redundant_transpose_pairs_ir` of `jax2onnx.converter.ir_optimizations`, replaced here
+  by a no-op while converting (its other clean-ups, dead nodes and common subexpressions, still
+  run). If that name is gone (another jax2onnx), the pass runs as usual.
   """
-  if enabled:
-    yield
-    return
   try:
-    from jax2onnx.converter import conversion_api  # pylint: disable=g-import-not-at-top
+    from jax2onnx.converter import ir_optimizations  # pylint: disable=g-import-not-at-top
   except ImportError:
-    yield
-    return
-  if not hasattr(conversion_api, 'optimize_graph'):
+    ir_optimizations = None
+  name = 'remove_redundant_transpose_pairs_ir'
+  if enabled or not hasattr(ir_optimizations, name):
     yield
     return
   with _CLEANUP_LOCK:
-    original = conversion_api.optimize_graph
-    conversion_api.optimize_graph = lambda model: model
+    original = getattr(ir_optimizations, name)
+    setattr(ir_optimizations, name, lambda graph: None)
     try:
       yield
     finally:
-      conversion_api.optimize_graph = original
+      setattr(ir_optimizations, name, original)
 
 
 # ----------------------------------------------------------------------------- helpers
