@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import lax
 
 from configs import bagtricks, mgn, qaconv as qaconv_config
 from jreid import export
@@ -251,6 +252,32 @@ def test_qaconv_matcher_refuses_tflite_and_wrong_shapes(tmp_path):
     export.export_qaconv_matcher(variables, map_shape=(4, 4, 32), format='stablehlo',
                                  path=tmp_path / 'm.stablehlo')
   assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize('window,strides,padding', [
+    ((1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0))),  # torchvision's stem pool
+    ((1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (0, 1), (0, 1), (0, 0))),  # ceil mode (FastReID's)
+    ((1, 2, 2, 1), (1, 2, 2, 1), ((0, 0),) * 4),
+    ((1, 3, 2, 1), (1, 1, 2, 1), ((0, 0), (2, 0), (0, 1), (0, 0))),
+])
+def test_rewrites_equal_the_primitives(window, strides, padding):
+  """The TFLite/ONNX rewrites: max pooling as slices, constant-index gathers as slices, exact
+  (the input holds negative values, so the padding must act as -inf)."""
+
+  def f(x):
+    pooled = lax.reduce_window(x, -jnp.inf, lax.max, window, strides, padding)
+    return pooled[..., 1:3] * 2 + pooled[:, :, :, 0:1] - x[:, :1, :1, 2:3]
+
+  x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 7, 6, 4)), jnp.float32)
+  # A symbolic batch, as in an export: the slicing is then traced as gathers.
+  spec = jax.ShapeDtypeStruct((*jax.export.symbolic_shape('b'), 7, 6, 4), jnp.float32)
+  closed = jax.make_jaxpr(f)(spec)
+  assert {'reduce_window_max', 'gather'} <= {e.primitive.name for e in closed.jaxpr.eqns}
+  rewritten = lambda x: export._eval_rewritten(closed.jaxpr, closed.consts, x, max_pool=True)[0]
+  primitives = {e.primitive.name for e in jax.make_jaxpr(rewritten)(spec).jaxpr.eqns}
+  assert not primitives & {'reduce_window_max', 'gather', 'pad'}
+  out = jax.export.export(jax.jit(rewritten))(spec).call(x)
+  np.testing.assert_array_equal(out, jax.jit(f)(x))
 
 
 def _tiny_fn():
