@@ -272,7 +272,7 @@ def load_stablehlo(path: str | os.PathLike[str]) -> Callable[..., np.ndarray]:
 
 
 def load_savedmodel(path: str | os.PathLike[str]) -> Callable[..., np.ndarray]:
-  """Runs a 'savedmodel' export with TensorFlow."""
+  """Runs a 'savedmodel' export with TensorFlow, on CPU (see `_import_tf`)."""
   tf = _import_tf()
   module = tf.saved_model.load(str(path))
   serve = module.serve  # The positional tf.function `export` saved (see _save_savedmodel).
@@ -286,7 +286,10 @@ def load_savedmodel(path: str | os.PathLike[str]) -> Callable[..., np.ndarray]:
 
 def load_tflite(path: str | os.PathLike[str], num_threads: int | None = None
                 ) -> Callable[..., np.ndarray]:
-  """Runs a 'tflite' export in `tf.lite.Interpreter`, resizing the inputs to each call's shapes."""
+  """Runs a 'tflite' export in `tf.lite.Interpreter`, resizing the inputs to each call's shapes.
+
+  `num_threads` goes to the interpreter (None: its default).
+  """
   tf = _import_tf()
   with warnings.catch_warnings():
     warnings.simplefilter('ignore')  # "tf.lite.Interpreter is deprecated" (moving to LiteRT).
@@ -636,7 +639,8 @@ def _remove(path: pathlib.Path) -> None:
 
 
 def _import_tf():
-  """TensorFlow, quiet and CPU-only (the exporters and the loaders need no GPU)."""
+  """TensorFlow, quiet and CPU-only: the exporters and loaders need no GPU, and TensorFlow would
+  otherwise take the memory of every GPU that JAX uses in the same process."""
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
   os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
