@@ -130,9 +130,8 @@ def export(
   frozen = _as_arrays(variables)
   specs = [(('batch', height, width, int(channels)), dtype, 'images')]
   return export_function(
-      lambda images: fn(frozen, images), specs, format=format, path=path,
-      output_name=output_name, overwrite=overwrite, platforms=platforms,
-      onnx_optimize=onnx_optimize)
+      fn, specs, variables=frozen, format=format, path=path, output_name=output_name,
+      overwrite=overwrite, platforms=platforms, onnx_optimize=onnx_optimize)
 
 
 def export_qaconv_matcher(
@@ -179,19 +178,20 @@ def export_qaconv_matcher(
   matcher = qaconv.QAConvMatcher(hw)
   frozen = _as_arrays(matcher_variables)
 
-  def scores(query_maps, gallery_maps):
-    return matcher.apply(frozen, query_maps, gallery_maps, train=False)
+  def scores(variables, query_maps, gallery_maps):
+    return matcher.apply(variables, query_maps, gallery_maps, train=False)
 
   specs = [(('queries', h, w, c), np.float32, 'query_maps'),
            (('gallery', h, w, c), np.float32, 'gallery_maps')]
-  return export_function(scores, specs, format=format, path=path, output_name='scores',
-                         overwrite=overwrite, platforms=platforms)
+  return export_function(scores, specs, variables=frozen, format=format, path=path,
+                         output_name='scores', overwrite=overwrite, platforms=platforms)
 
 
 def export_function(
     fn: Callable[..., jax.Array],
     inputs: Sequence[InputSpec],
     *,
+    variables: Any = None,
     format: str,  # pylint: disable=redefined-builtin
     path: str | os.PathLike[str],
     output_name: str = 'output',
@@ -199,12 +199,16 @@ def export_function(
     platforms: Sequence[str] = DEFAULT_PLATFORMS,
     onnx_optimize: bool = True,
 ) -> pathlib.Path:
-  """Exports a JAX function of arrays (constants closed over) with named dynamic dimensions.
+  """Exports a JAX function of arrays with named dynamic dimensions.
 
   Args:
-    fn: `fn(*arrays) -> array`, traceable with symbolic dimensions.
+    fn: `fn(*arrays) -> array`, or `fn(variables, *arrays)` when `variables` is given;
+      traceable with symbolic dimensions.
     inputs: one (shape, dtype, name) per argument; a str in a shape is a dynamic dimension
       (the same str in two places means the same size).
+    variables: a pytree of arrays baked into the artifact: constants of the StableHLO and ONNX
+      graphs, variables of the SavedModel (stored once, beside the graph), frozen by the TFLite
+      converter.
     format, path, output_name, overwrite, platforms, onnx_optimize: as `export`.
 
   Returns:
@@ -222,16 +226,21 @@ def export_function(
     raise ValueError(f'export: TFLite orders the inputs of a model by name, and {names} do not '
                      'sort in argument order; rename them, or choose another format.')
   platforms = tuple(platforms)
-  if format == 'savedmodel':
-    write = functools.partial(_save_savedmodel, fn, specs, output_name=output_name,
-                              platforms=platforms)
+  if variables is None:
+    variables, with_variables = {}, (lambda v, *arrays: fn(*arrays))
   else:
+    with_variables = fn
+  if format == 'savedmodel':
+    write = functools.partial(_save_savedmodel, with_variables, variables, specs,
+                              output_name=output_name, platforms=platforms)
+  else:
+    closed = functools.partial(with_variables, variables)
     if format == 'stablehlo':
-      data = _stablehlo_bytes(fn, specs, platforms)
+      data = _stablehlo_bytes(closed, specs, platforms)
     elif format == 'tflite':
-      data = _tflite_bytes(fn, specs, output_name)
+      data = _tflite_bytes(with_variables, variables, specs, output_name)
     else:
-      data = _onnx_bytes(fn, specs, output_name, optimize=onnx_optimize)
+      data = _onnx_bytes(closed, specs, output_name, optimize=onnx_optimize)
     write = functools.partial(_write_bytes, data)
   _write_atomically(path, write)
   return path
@@ -274,11 +283,10 @@ def load_stablehlo(path: str | os.PathLike[str]) -> Callable[..., np.ndarray]:
 def load_savedmodel(path: str | os.PathLike[str]) -> Callable[..., np.ndarray]:
   """Runs a 'savedmodel' export with TensorFlow, on CPU (see `_import_tf`)."""
   tf = _import_tf()
-  module = tf.saved_model.load(str(path))
-  serve = module.serve  # The positional tf.function `export` saved (see _save_savedmodel).
+  module = tf.saved_model.load(str(path))  # Referenced by `run`: it owns the variables.
 
   def run(*arrays):
-    out = serve(*[tf.constant(a) for a in arrays])
+    out = module.serve(*[tf.constant(a) for a in arrays])  # positional, as exported
     return next(iter(out.values())).numpy()
 
   return run
@@ -343,43 +351,52 @@ def _stablehlo_bytes(fn, specs, platforms) -> bytes:
   return bytes(exported.serialize())
 
 
-def _tf_function(fn, specs, output_name, platforms):
-  """A tf.function of `fn` through jax2tf, batch-polymorphic, returning {output_name: y}."""
+def _tf_module(fn, variables, specs, output_name, platforms, rewrite: bool = False):
+  """A tf.Module holding `variables` as tf.Variables and `serve`, a tf.function of
+  `fn(variables, *arrays)` through jax2tf, batch-polymorphic, returning {output_name: y}.
+
+  The variables enter the StableHLO as arguments (jax2tf's way for large models), not as
+  constants: the SavedModel stores them once, and the TFLite converter freezes them once
+  instead of copying constants through every pass.
+  """
   tf = _import_tf()
   from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
 
-  polymorphic = ['(' + ', '.join(str(d) for d in shape) + ')' for shape, _, _ in specs]
-  converted = jax2tf.convert(fn, polymorphic_shapes=polymorphic, with_gradient=False,
+  leaves, treedef = jax.tree_util.tree_flatten(variables)
+
+  def flat(leaves, *arrays):
+    return fn(jax.tree_util.tree_unflatten(treedef, leaves), *arrays)
+
+  polymorphic = [None] + ['(' + ', '.join(str(d) for d in shape) + ')' for shape, _, _ in specs]
+  converted = jax2tf.convert(_rewriting(flat, max_pool=False) if rewrite else flat,
+                             polymorphic_shapes=polymorphic, with_gradient=False,
                              native_serialization_platforms=platforms)
+  module = tf.Module()
+  module.weights = [tf.Variable(np.asarray(x), trainable=False) for x in leaves]
 
   def serve(*arrays):
-    return {output_name: converted(*arrays)}
+    return {output_name: converted(module.weights, *arrays)}
 
   signature = [tf.TensorSpec([None if isinstance(d, str) else int(d) for d in shape],
                              tf.as_dtype(dtype), name=name) for shape, dtype, name in specs]
-  return tf.function(serve, input_signature=signature, autograph=False)
+  module.serve = tf.function(serve, input_signature=signature, autograph=False)
+  return module
 
 
-def _save_savedmodel(fn, specs, directory: pathlib.Path, *, output_name: str,
+def _save_savedmodel(fn, variables, specs, directory: pathlib.Path, *, output_name: str,
                      platforms: Sequence[str]) -> None:
   tf = _import_tf()
-  module = tf.Module()
-  module.serve = _tf_function(fn, specs, output_name, platforms)
+  module = _tf_module(fn, variables, specs, output_name, platforms)
   # The tf.function itself as the signature: its concrete function is saved once ('serving_default'
-  # from a separate concrete function would store the StableHLO, weights included, twice).
+  # from a separate concrete function would store the graph twice).
   tf.saved_model.save(module, str(directory), signatures=module.serve)
 
 
-def _tflite_bytes(fn, specs, output_name) -> bytes:
-  """TFLite flatbuffer converted from the SavedModel's serving function (CPU lowering).
-
-  Converted from the concrete function rather than a SavedModel directory: that keeps the
-  inputs in the export order (a SavedModel signature orders them by name).
-  """
+def _tflite_bytes(fn, variables, specs, output_name) -> bytes:
+  """TFLite flatbuffer converted from the SavedModel's serving function (CPU lowering)."""
   tf = _import_tf()
-  module = tf.Module()
   with conv.xla_convolutions():
-    module.serve = _tf_function(_rewriting(fn, max_pool=False), specs, output_name, ('cpu',))
+    module = _tf_module(fn, variables, specs, output_name, ('cpu',), rewrite=True)
     concrete = module.serve.get_concrete_function()
   converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
   return bytes(converter.convert())
@@ -418,8 +435,10 @@ def _rewriting(fn: Callable[..., Any], max_pool: bool) -> Callable[..., Any]:
   """
 
   def run(*args):
-    closed = jax.make_jaxpr(fn)(*[jax.ShapeDtypeStruct(a.shape, a.dtype) for a in args])
-    (out,) = _eval_rewritten(closed.jaxpr, closed.consts, *args, max_pool=max_pool)
+    specs = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), args)
+    closed = jax.make_jaxpr(fn)(*specs)
+    (out,) = _eval_rewritten(closed.jaxpr, closed.consts, *jax.tree.leaves(args),
+                             max_pool=max_pool)
     return out
 
   return run

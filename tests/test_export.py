@@ -146,7 +146,8 @@ def _tf():
 
 def _run_savedmodel(path, inputs):
   tf = _tf()
-  signature = tf.saved_model.load(str(path)).signatures['serving_default']
+  loaded = tf.saved_model.load(str(path))  # kept while the signature runs: it owns the weights
+  signature = loaded.signatures['serving_default']
   assert set(signature.structured_input_signature[1]) == set(inputs)
   (value,) = signature(**{k: tf.constant(v) for k, v in inputs.items()}).values()
   return value.numpy()
