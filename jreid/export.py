@@ -6,7 +6,8 @@ Four formats, each with the variables baked in and a dynamic batch size:
                 `load_stablehlo` (`jax.export.deserialize(...).call`). Lowered for several
                 platforms at once (CPU, CUDA, TPU by default), so one file serves all of them.
   'savedmodel'  a TensorFlow SavedModel directory made with `jax2tf` (the StableHLO inside an
-                `XlaCallModule` op): TF Serving, `tf.saved_model.load`.
+                `XlaCallModule` op, the weights as variables): TF Serving,
+                `tf.saved_model.load` (keep the loaded object alive while calling it).
   'tflite'      converted by `tf.lite.TFLiteConverter` from the SavedModel's serving function
                 (lowered for CPU; builtin TFLite ops): resize the input tensor to the batch
                 before `allocate_tensors()`.
@@ -109,7 +110,7 @@ def export(
     fn: a pure JAX function of (variables, images) returning one float array whose first axis
       is the batch (embeddings [N, D], QAConv feature maps [N, h, w, c]), e.g.
       `lambda v, x: model.apply(v, x, train=False)['embedding']`.
-    variables: the model variables, baked into the artifact as constants.
+    variables: the model variables, baked into the artifact (see `export_function`).
     input_shape: (H, W) of the images the model was trained for.
     format: one of FORMATS.
     path: the file (a directory for 'savedmodel') to write.
