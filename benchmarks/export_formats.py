@@ -3,7 +3,8 @@
 For one model, `jreid.export` writes each format (StableHLO, TensorFlow SavedModel, TFLite,
 ONNX); each artifact is loaded in its own runtime (JAX, TensorFlow, the TFLite interpreter,
 onnxruntime) and run on the same 8 images as jreid's jitted `model.apply`; the largest absolute
-difference of the embeddings is recorded with the largest absolute embedding value beside it.
+difference of the embeddings is recorded with the largest absolute embedding value beside it,
+and that of the L2-normalised embeddings.
 Latency is the median wall time of one call at batch 1 and at batch 32, after a warm-up call, with
 jreid itself (the jitted function) as the first row. Each format is exported, loaded and timed in
 a process of its own (the TensorFlow runtimes keep what they loaded until the process ends);
@@ -158,12 +159,16 @@ def _child(fmt: str, workdir: str, quick: bool, repeats: dict) -> dict:
   seconds = time.perf_counter() - start
   kwargs = {'num_threads': os.cpu_count()} if fmt == 'tflite' else {}
   run = export.load(path, format=fmt, **kwargs)
-  diff = float(np.abs(run(images) - expected).max())
+  out = run(images)
+  diff = float(np.abs(out - expected).max())
+  unit = lambda e: e / np.linalg.norm(e, axis=-1, keepdims=True)
   return {
       'size_bytes': _size_bytes(path),
       'export_seconds': round(seconds, 1),
       'max_abs_diff': diff,
       'max_diff_over_max_abs': diff / float(np.abs(expected).max()),
+      # As retrieval compares them (FeatureExtractor's default): L2-normalised.
+      'max_abs_diff_l2_normalised': float(np.abs(unit(out) - unit(expected)).max()),
       'latency_ms': {f'batch_{n}': round(_latency_ms(run, b, repeats[n]), 2)
                      for n, b in batches.items()},
       'process_peak_rss_gb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
