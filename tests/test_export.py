@@ -394,4 +394,5 @@ def test_benchmark_quick_runs(tmp_path):
   for fmt, row in result['formats'].items():
     assert row['size_bytes'] > 0, fmt
     assert row['max_abs_diff'] <= ATOL * scale, fmt
+    assert row['max_abs_diff_l2_normalised'] <= ATOL, fmt
     assert set(row['latency_ms']) == {'batch_1', 'batch_32'}, fmt
