@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import signal
 import socket
 import subprocess
@@ -193,3 +194,19 @@ def jax_leaves(tree, prefix=''):
     else:
       out.append((f'{prefix}{key}', np.asarray(value)))
   return out
+
+
+@pytest.mark.parametrize('flags,message', [
+    (['--coordinator=localhost:12355'], r'--num_processes, --process_id missing: pass all of '
+     r'--coordinator=HOST:PORT --num_processes=N --process_id=I, or none of them'),
+    (['--coordinator=localhost', '--num_processes=2', '--process_id=0'],
+     r"--coordinator='localhost': expected HOST:PORT of process 0"),
+    (['--coordinator=localhost:12355', '--num_processes=2', '--process_id=2'],
+     r'--process_id=2 with --num_processes=2: expected 0 <= process_id < num_processes'),
+])
+def test_an_incomplete_process_layout_is_one_clear_line(tmp_path, flags, message):
+  cmd = [sys.executable, '-m', 'jreid.main', '--config=configs/bagtricks.py',
+         f'--workdir={tmp_path}', *flags]
+  proc = subprocess.run(cmd, cwd=tiny.REPO, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 1
+  assert re.fullmatch(rf'jreid: error: {message}.*', proc.stderr.strip()), proc.stderr
