@@ -57,8 +57,9 @@ def _start(workdir: pathlib.Path, tmp_path: pathlib.Path, record: str, devices: 
          # The resumed job reuses the first one's compiled step (same code, same layout).
          'JAX_COMPILATION_CACHE_DIR': str(tmp_path / f'jit-cache-{devices}'),
          'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0'}
-  log = open(tmp_path / f'{record}-{process[2] if process else 0}.log', 'w')  # pylint: disable=consider-using-with
-  return subprocess.Popen(cmd, cwd=tiny.REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+  log = tmp_path / f'{record}-{process[2] if process else 0}.log'
+  with open(log, 'w') as out:  # The child keeps its own copy of the file descriptor.
+    return subprocess.Popen(cmd, cwd=tiny.REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
 def _two_processes(workdir, tmp_path, record, coordinator):
