@@ -211,3 +211,15 @@ def test_an_incomplete_process_layout_is_one_clear_line(tmp_path, flags, message
   proc = subprocess.run(cmd, cwd=tiny.REPO, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 1
   assert re.fullmatch(rf'jreid: error: {message}.*', proc.stderr.strip()), proc.stderr
+
+
+def test_only_the_errors_of_a_lost_process_read_as_one():
+  from jreid import main  # pylint: disable=g-import-not-at-top
+  lost_peer = main._lost_peer  # pylint: disable=protected-access
+  # What the survivor's all-reduce raised when its peer was SIGKILLed (jax 0.10.2, gloo).
+  assert lost_peer(jax.errors.JaxRuntimeError(
+      'UNKNOWN: Gloo all-reduce failed: [external/gloo/gloo/transport/tcp/pair.cc:538] Read '
+      'error [127.0.0.1]:52147: Connection reset by peer'))
+  # Other errors keep their traceback.
+  assert not lost_peer(jax.errors.JaxRuntimeError('RESOURCE_EXHAUSTED: out of memory'))
+  assert not lost_peer(RuntimeError('Connection reset by peer'))
