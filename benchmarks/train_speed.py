@@ -11,6 +11,14 @@ pipeline is timed: the batch is on the device before timing.
   python benchmarks/train_speed.py --bf16               # bfloat16 compute (torch: autocast)
   python benchmarks/train_speed.py --steps 3 --warmup 1 --out benchmarks/results/x.json
   python benchmarks/train_speed.py --xla-conv           # also jreid with every conv left to XLA
+  python benchmarks/train_speed.py --bf16 --torch-compile    # as benchmarks/gpu_check.sh runs it
+  python benchmarks/train_speed.py --dry-run --out /tmp/x.json   # tiny shapes, seconds on a CPU
+
+On a GPU, PyTorch runs with AMP (bfloat16 autocast), channels_last and cuDNN autotuning;
+`--torch-compile` adds a run of the same step under `torch.compile` (recorded as an error if it
+fails there). Each side's model FLOPs utilisation (MFU) is printed: 3 x the forward pass's FLOPs
+(as XLA counts them before optimisation) per image x images/s, over the device's dense peak
+(`_device_peak.py`: bfloat16, or TF32 for float32; `--peak-tflops` for other devices).
 
 The jreid step is the model/loss/optimiser of the supervised setup written out (jreid.models
 Baseline, jreid.losses, optax) under one jax.jit with the state donated; the PyTorch step is
@@ -32,9 +40,22 @@ import time
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from _device_peak import peak_flops  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+# JAX and PyTorch share the GPU in one process: JAX takes memory as it needs it, not 75% up front.
+os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
 
 NUM_CLASSES = 751
 P, K = 16, 4
+RESNET50_BLOCKS = (3, 4, 6, 3)
+
+
+def mfu(flops_per_image: float | None, images_per_s: float, peak: float | None) -> float | None:
+  """Model FLOPs utilisation: 3 x forward FLOPs (forward + backward) per image x images/s / peak."""
+  if not flops_per_image or not peak:
+    return None
+  return 3.0 * flops_per_image * images_per_s / peak
 
 
 def _batch(batch: int, height: int, width: int, seed: int = 0):
@@ -59,7 +80,6 @@ def bench_jax(args, xla_conv: bool = False) -> dict:
   import contextlib  # pylint: disable=g-import-not-at-top
 
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
 
   from jreid import losses  # pylint: disable=g-import-not-at-top
@@ -67,13 +87,15 @@ def bench_jax(args, xla_conv: bool = False) -> dict:
 
   cfg = {
       'name': 'baseline', 'dtype': 'bfloat16' if args.bf16 else 'float32',
-      'backbone': {'name': 'resnet50', 'width': 64, 'last_stride': 1},
+      'backbone': {'name': 'resnet50', 'width': args.width, 'last_stride': 1},
       'pooling': {'name': 'avg'},
       'head': {'name': 'bnneck', 'neck_feat': 'before', 'embedding_dim': 0},
       'pixel_mean': models.baseline.IMAGENET_MEAN, 'pixel_std': models.baseline.IMAGENET_STD,
   }
   model = models.build_model(cfg, NUM_CLASSES)
-  images, labels = _batch(args.batch, args.height, args.width)
+  if tuple(args.blocks) != RESNET50_BLOCKS:  # A shallower trunk of the same blocks (--dry-run).
+    model = model.clone(backbone=model.backbone.clone(stage_sizes=tuple(args.blocks)))
+  images, labels = _batch(args.batch, args.height, args.image_width)
   images, labels = jax.device_put(images), jax.device_put(labels)
   tx = optax.chain(optax.add_decayed_weights(5e-4), optax.scale_by_adam(),
                    optax.scale_by_learning_rate(3.5e-4))
@@ -104,18 +126,28 @@ def bench_jax(args, xla_conv: bool = False) -> dict:
   jax.block_until_ready(state)
   compile_s = time.perf_counter() - t0
   seconds = _time(step, state, args.steps, max(args.warmup - 1, 0), jax.block_until_ready)
-  return {'framework': 'jax', 'version': jax.__version__, 'device': str(jax.devices()[0]),
+  # Forward FLOPs as XLA counts them in the unoptimised program (backend independent).
+  forward = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(
+      {'params': state[0], 'batch_stats': state[1]}, images[:1])
+  cost = forward.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  device = jax.devices()[0]
+  return {'framework': 'jax', 'version': jax.__version__, 'device': str(device),
+          'device_kind': device.device_kind,
           'convolutions': 'xla' if xla_conv else 'jreid (1x1 as matrix products on CPU)',
           'first_step_s': compile_s, 'seconds': seconds,
-          'images_per_s': args.steps * args.batch / seconds}
+          'images_per_s': args.steps * args.batch / seconds,
+          'forward_flops_per_image': float(cost['flops']) if cost and 'flops' in cost else None}
 
 
-def bench_torch(args) -> dict:
+def bench_torch(args, compile_model: bool = False) -> dict:
   import torch  # pylint: disable=g-import-not-at-top
   from torch import nn  # pylint: disable=g-import-not-at-top
   import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
 
   device = 'cuda' if torch.cuda.is_available() else 'cpu'
+  if device == 'cuda':
+    torch.backends.cudnn.benchmark = True  # What a PyTorch user sets for fixed input shapes.
 
   class Bottleneck(nn.Module):
 
@@ -142,19 +174,20 @@ def bench_torch(args) -> dict:
 
     def __init__(self):
       super().__init__()
-      layers = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+      width = args.width
+      layers = [nn.Conv2d(3, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
                 nn.MaxPool2d(3, 2, 1)]
-      inplanes = 64
-      for i, n in enumerate((3, 4, 6, 3)):
-        planes = 64 * 2**i
+      inplanes = width
+      for i, n in enumerate(args.blocks):
+        planes = width * 2**i
         for j in range(n):
           stride = (1 if i in (0, 3) else 2) if j == 0 else 1  # last stride 1
           layers.append(Bottleneck(inplanes, planes, stride))
           inplanes = planes * 4
       self.backbone = nn.Sequential(*layers)
-      self.bnneck = nn.BatchNorm1d(2048)
+      self.bnneck = nn.BatchNorm1d(inplanes)
       self.bnneck.bias.requires_grad_(False)
-      self.classifier = nn.Linear(2048, NUM_CLASSES, bias=False)
+      self.classifier = nn.Linear(inplanes, NUM_CLASSES, bias=False)
 
     def forward(self, x):
       pooled = self.backbone(x).mean(dim=(2, 3))
@@ -176,7 +209,8 @@ def bench_torch(args) -> dict:
   model = BoT().to(device).to(memory_format=torch.channels_last).train()
   params = [p for p in model.parameters() if p.requires_grad]
   opt = torch.optim.Adam(params, lr=3.5e-4, weight_decay=5e-4)
-  images, labels = _batch(args.batch, args.height, args.width)
+  images, labels = _batch(args.batch, args.height, args.image_width)
+  forward = torch.compile(model) if compile_model else model
   mean = torch.tensor((123.675, 116.28, 103.53), device=device).view(1, 3, 1, 1)
   std = torch.tensor((58.395, 57.12, 57.375), device=device).view(1, 3, 1, 1)
   x_u8 = torch.from_numpy(images).to(device).permute(0, 3, 1, 2)
@@ -185,7 +219,7 @@ def bench_torch(args) -> dict:
   def step(state):
     x = ((x_u8.float() - mean) / std).contiguous(memory_format=torch.channels_last)
     with torch.autocast(device, dtype=torch.bfloat16, enabled=args.bf16):
-      logits, feats = model(x)
+      logits, feats = forward(x)
     loss = cross_entropy(logits, y) + triplet(feats.float(), y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -199,53 +233,120 @@ def bench_torch(args) -> dict:
   first = time.perf_counter() - t0
   seconds = _time(step, None, args.steps, max(args.warmup - 1, 0), sync)
   return {'framework': 'torch', 'version': torch.__version__, 'device': device,
+          'device_kind': torch.cuda.get_device_name(0) if device == 'cuda' else 'cpu',
+          'compiled': compile_model, 'channels_last': True,
+          'autocast': 'bfloat16' if args.bf16 else None,
           'threads': torch.get_num_threads(), 'first_step_s': first, 'seconds': seconds,
           'images_per_s': args.steps * args.batch / seconds}
+
+
+def _versions() -> dict:
+  from importlib import metadata  # pylint: disable=g-import-not-at-top
+  out = {'python': platform.python_version()}
+  for name in ('jax', 'jaxlib', 'flax', 'optax', 'numpy', 'torch', 'torchvision'):
+    try:
+      out[name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+      pass
+  return out
 
 
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--batch', type=int, default=64)
   parser.add_argument('--height', type=int, default=256)
-  parser.add_argument('--width', type=int, default=128)
+  parser.add_argument('--width', dest='image_width', type=int, default=128, help='image width')
+  parser.add_argument('--backbone-width', dest='width', type=int, default=64,
+                      help='channels of the ResNet stem (64: ResNet-50)')
+  parser.add_argument('--blocks', type=lambda v: tuple(int(x) for x in v.split(',')),
+                      default=RESNET50_BLOCKS, help='bottleneck blocks per stage (3,4,6,3)')
   parser.add_argument('--steps', type=int, default=20, help='timed steps per framework')
   parser.add_argument('--warmup', type=int, default=3, help='untimed steps (incl. compile)')
   parser.add_argument('--bf16', action='store_true', help='bfloat16 compute on both sides')
   parser.add_argument('--only', choices=('jax', 'torch'), default=None)
   parser.add_argument('--xla-conv', action='store_true',
                       help='also time jreid with every convolution left to XLA')
+  parser.add_argument('--torch-compile', action='store_true',
+                      help='also time PyTorch under torch.compile')
+  parser.add_argument('--peak-tflops', type=float, default=None,
+                      help='the device peak for the MFU, when _device_peak.py does not know it')
+  parser.add_argument('--dry-run', action='store_true',
+                      help='tiny shapes (batch 8 of 64x32, blocks 1,1, width 8, 2 steps)')
   parser.add_argument('--out', default='', help='write the results as JSON here')
   args = parser.parse_args(argv)
+  if args.dry_run:
+    args.batch, args.height, args.image_width, args.width = 8, 64, 32, 8
+    # Two stages of one block: what compiles fastest and still has every kind of layer.
+    args.blocks, args.steps, args.warmup = (1, 1), 2, 1
   if args.batch % K:
     parser.error(f'--batch must be a multiple of K={K}')
   results = {'command': 'python ' + ' '.join([sys.argv[0]] + (argv or sys.argv[1:])),
              'machine': {'platform': platform.platform(), 'processor': platform.processor(),
                          'cpu_count': os.cpu_count(),
                          'load_average_before': os.getloadavg()},
-             'batch': args.batch, 'input': [args.height, args.width], 'steps': args.steps,
-             'warmup': args.warmup, 'bf16': args.bf16}
-  if args.only in (None, 'jax'):
-    results['jax'] = bench_jax(args)
-    print(f"jreid (JAX):  {results['jax']['images_per_s']:8.2f} images/s", flush=True)
-    if args.xla_conv:
-      results['jax_xla_conv'] = bench_jax(args, xla_conv=True)
-      print(f"jreid, XLA convolutions: {results['jax_xla_conv']['images_per_s']:8.2f} images/s",
-            flush=True)
+             'versions': _versions(),
+             'batch': args.batch, 'input': [args.height, args.image_width], 'steps': args.steps,
+             'warmup': args.warmup, 'bf16': args.bf16, 'dry_run': args.dry_run,
+             'model': {'blocks': list(args.blocks), 'width': args.width}}
+  peak = args.peak_tflops * 1e12 if args.peak_tflops else None
+
+  def record(key: str, label: str, run: dict) -> None:
+    """Adds a run, prints it, and rewrites --out: a run cut short (a time limit) keeps the
+    figures measured so far."""
+    nonlocal peak
+    results[key] = run
+    results.setdefault('device_kind', run['device_kind'])
+    peak = peak or peak_flops(results['device_kind'], 'bfloat16' if args.bf16 else 'tf32')
+    results['peak_flops'] = peak
+    flops = results.get('jax', {}).get('forward_flops_per_image')
+    for other in ('jax', 'jax_xla_conv', 'torch', 'torch_compile'):
+      if other in results:
+        results[other]['mfu'] = mfu(flops, results[other]['images_per_s'], peak)
+    shown = f", MFU {100 * run['mfu']:.1f}%" if run['mfu'] is not None else ''
+    print(f"{label + ':':28s} {run['images_per_s']:9.2f} images/s{shown}", flush=True)
+    if 'jax' in results and 'jax_xla_conv' in results:
       results['ratio_jax_over_jax_xla_conv'] = (results['jax']['images_per_s']
                                                 / results['jax_xla_conv']['images_per_s'])
+    torch_runs = [results[k]['images_per_s'] for k in ('torch', 'torch_compile') if k in results]
+    if 'jax' in results and 'torch' in results:
+      results['ratio_jax_over_torch'] = (results['jax']['images_per_s']
+                                         / results['torch']['images_per_s'])
+      results['ratio_jax_over_best_torch'] = results['jax']['images_per_s'] / max(torch_runs)
+    results['machine']['load_average_after'] = os.getloadavg()
+    if args.out:
+      pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+      pathlib.Path(args.out).write_text(json.dumps(results, indent=2) + '\n')
+
+  if args.only in (None, 'jax'):
+    record('jax', 'jreid (JAX)', bench_jax(args))
+    flops = results['jax']['forward_flops_per_image']
+    if flops:
+      kind = results['device_kind']
+      print(f'model: {flops / 1e9:.3g} GFLOP per image forward (x3 for a training step); '
+            + (f'peak {peak / 1e12:.0f} TFLOP/s ({kind})' if peak
+               else f'no peak known for {kind!r}: no MFU'), flush=True)
+    if args.xla_conv:
+      record('jax_xla_conv', 'jreid, XLA convolutions', bench_jax(args, xla_conv=True))
       print(f"ratio jreid / jreid with XLA convolutions: "
             f"{results['ratio_jax_over_jax_xla_conv']:.2f}")
   if args.only in (None, 'torch'):
-    results['torch'] = bench_torch(args)
-    print(f"PyTorch:      {results['torch']['images_per_s']:8.2f} images/s", flush=True)
-  if 'jax' in results and 'torch' in results:
-    results['ratio_jax_over_torch'] = (results['jax']['images_per_s']
-                                       / results['torch']['images_per_s'])
-    print(f"ratio jreid / PyTorch: {results['ratio_jax_over_torch']:.2f}")
-  results['machine']['load_average_after'] = os.getloadavg()
-  assert 'tensorflow' not in sys.modules, 'the benchmark must not import TensorFlow'
+    record('torch', 'PyTorch', bench_torch(args))
+    if args.torch_compile and args.dry_run:
+      results['torch_compile_error'] = 'not tried in --dry-run (minutes of compilation on a CPU)'
+    elif args.torch_compile:
+      try:
+        run = bench_torch(args, compile_model=True)
+      except Exception as e:  # pylint: disable=broad-except
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ''
+        results['torch_compile_error'] = f'{type(e).__name__}: {first}'[:500]
+        print(f"torch.compile failed here: {results['torch_compile_error']}", flush=True)
+      else:
+        record('torch_compile', 'PyTorch, torch.compile', run)
+  if 'ratio_jax_over_torch' in results:
+    print(f"ratio jreid / PyTorch: {results['ratio_jax_over_torch']:.2f} "
+          f"(against the faster PyTorch run: {results['ratio_jax_over_best_torch']:.2f})")
+  assert sys.modules.get('tensorflow') is None, 'the benchmark must not import TensorFlow'
   if args.out:
-    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     pathlib.Path(args.out).write_text(json.dumps(results, indent=2) + '\n')
   return results
 

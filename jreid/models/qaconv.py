@@ -14,8 +14,9 @@ Generalizable Person Re-Identification" (CVPR 2022).
   over the gallery locations and of each gallery location over the query locations (2 x hw
   maxima), a BatchNorm over all those numbers as one feature, one Linear(hw -> 1) shared by both
   directions, the sum of the two directions and a final BatchNorm(1): one logit per pair.
-* `pairwise_scores`: the evaluation all-pairs logits [P, G], block by block, with a fused
-  "matmul then max" path that never holds a block's [pb, gb, hw, hw] score tensor.
+* `pairwise_scores`: the evaluation all-pairs logits [P, G], block by block, the query blocks
+  split over every device of every process, with a fused "matmul then max" path that never
+  holds a block's [pb, gb, hw, hw] score tensor.
 * `qaconv_batch_scores`: the [B, B] training logits of a batch, with the matcher's BatchNorm
   statistics update.
 
@@ -29,15 +30,19 @@ the scale and shift of each BatchNorm). `_folded_head` computes (w, alpha, beta)
 path applies the layers literally, and the tests hold both equal.
 """
 
+from __future__ import annotations
+
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
-import numpy as np
 from jax import lax
+from jax.experimental import multihost_utils
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
+import numpy as np
 
 from jreid.models import ARCHITECTURES, BACKBONES
 from jreid.models.baseline import DTYPES
@@ -391,22 +396,33 @@ def pairwise_scores(
     method: str = 'fused',
     query_chunk: int | None = None,
     gallery_chunk: int | None = None,
+    devices: Sequence[jax.Device] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
   """QAConv logits [P, G] (higher = more similar) of all query/gallery pairs, in inference mode.
 
-  Works block by block: one jitted call per query block of `query_block` maps scores it against
-  the gallery in blocks of `gallery_block` maps (lax.map), so memory stays bounded by one block.
+  The query blocks of `query_block` maps are split over `devices` (default: every device of
+  every process): each round, every device scores one query block against the whole gallery,
+  in blocks of `gallery_block` maps (lax.map). A device holds the gallery maps, its query block,
+  the block's [query_block, G] logits and one sub-block's scores: memory per device does not
+  grow with the number of queries. In a job of several processes, every process calls this with
+  the same arguments (all maps on every process, as the embedding path gathers them) and gets
+  the whole [P, G].
 
   Args:
     matcher_variables: {'params', 'batch_stats'} of a `QAConvMatcher`.
     query_maps: [P, hw, c] or [P, h, w, c] feature maps (numpy or jax).
     gallery_maps: [G, hw, c] or [G, h, w, c].
     query_block, gallery_block: block sizes (inputs are zero-padded to multiples, then cut).
+      `query_block` shrinks so that every device gets a block when there are few queries.
     dtype: jnp.float32, or jnp.bfloat16 (bfloat16 inputs, float32 accumulation and maxima).
     method: 'fused' (sub-block matmul reduced to maxima at once, folded head) or 'direct'
       (the [pb, gb, hw, hw] block tensor and the literal BN/FC/BN layers).
     query_chunk, gallery_chunk: the fused path's sub-block (default `default_chunks()`); must
       divide the block sizes.
+    devices: the devices to split the query blocks over (default `jax.devices()`).
+    progress: called on the host after each round with (pairs scored so far, all pairs), e.g.
+      to show pairs/s and the time left.
 
   Returns:
     float32 numpy array [P, G]. The reference ranks by distance = -logit.
@@ -417,8 +433,8 @@ def pairwise_scores(
   if dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
     raise ValueError(f'pairwise_scores: dtype must be float32 or bfloat16, got {dtype}.')
   hw = int(matcher_variables['params']['fc']['kernel'].shape[0])
-  q = _flat_maps(jnp.asarray(query_maps), hw, 'query')
-  g = _flat_maps(jnp.asarray(gallery_maps), hw, 'gallery')
+  q = _flat_maps(_local(query_maps), hw, 'query')
+  g = _flat_maps(_local(gallery_maps), hw, 'gallery')
   if q.shape[2] != g.shape[2]:
     raise ValueError(
         f'pairwise_scores: query maps have {q.shape[2]} channels, gallery maps {g.shape[2]}.'
@@ -427,6 +443,9 @@ def pairwise_scores(
   out = np.zeros((num_q, num_g), np.float32)
   if num_q == 0 or num_g == 0:
     return out
+  devices = tuple(jax.devices() if devices is None else devices)
+  if not devices:
+    raise ValueError('pairwise_scores: devices is empty.')
   default_qc, default_gc = default_chunks()
   qc = query_chunk or min(default_qc, query_block)
   gc = gallery_chunk or min(default_gc, gallery_block)
@@ -435,32 +454,73 @@ def pairwise_scores(
         f'pairwise_scores: query_chunk {qc} must divide query_block {query_block} and '
         f'gallery_chunk {gc} gallery_block {gallery_block}.'
     )
-  # Do not pad a small set up to a whole block.
-  query_block = min(query_block, -(-num_q // qc) * qc)
+  # Do not pad a small set up to a whole block (nor leave devices idle for want of blocks).
+  per_device = -(-num_q // len(devices))
+  query_block = min(query_block, -(-per_device // qc) * qc)
   gallery_block = min(gallery_block, -(-num_g // gc) * gc)
-  q = _pad_to(q.astype(dtype), query_block)
-  g = _pad_to(g.astype(dtype), gallery_block)
-  gallery_blocks = g.reshape(-1, gallery_block, hw, g.shape[2])
-  kwargs = dict(method=method, hw=hw, query_chunk=qc, gallery_chunk=gc, dtype=dtype)
-  pending = None  # Fetch the previous block while the next one computes.
-  for start in range(0, q.shape[0], query_block):
-    result = _score_query_block(
-        matcher_variables, q[start:start + query_block], gallery_blocks, **kwargs
-    )
+  round_rows = query_block * len(devices)
+  q = _pad_rows(q.astype(dtype), round_rows)
+  g = _pad_rows(g.astype(dtype), gallery_block).reshape(-1, gallery_block, hw, g.shape[2])
+  mesh = jax.sharding.Mesh(np.asarray(devices), ('blocks',))
+  split = NamedSharding(mesh, PartitionSpec('blocks'))
+  replicated = NamedSharding(mesh, PartitionSpec())
+  variables = jax.tree.map(lambda x: _place(_local(x), replicated), dict(matcher_variables))
+  gallery = _place(g, replicated)
+  score_round = _round_scorer(mesh, method=method, hw=hw, query_chunk=qc, gallery_chunk=gc,
+                              dtype=dtype)
+  pending = None  # Copy the previous round to the host while the next one computes.
+  for start in range(0, q.shape[0], round_rows):
+    result = score_round(variables, _place(q[start:start + round_rows], split), gallery)
     if pending is not None:
-      _store(out, *pending)
+      _store(out, *pending, progress)
     pending = (start, result)
-  _store(out, *pending)
+  _store(out, *pending, progress)
   return out
 
 
-def _pad_to(x: jnp.ndarray, multiple: int) -> jnp.ndarray:
-  """Zero-pads the first axis to a multiple of `multiple`."""
+def _local(x: Any) -> np.ndarray | jax.Array:
+  """`x` as an array of this process: a jax array of this process's devices stays where it is
+  (no copy to the host); a replicated one spanning other processes gives its local copy."""
+  if isinstance(x, jax.Array):
+    return x if x.is_fully_addressable else x.addressable_data(0)
+  return np.asarray(x)
+
+
+def _place(x: np.ndarray | jax.Array, sharding: NamedSharding) -> jax.Array:
+  """`x` (the whole array, on every process) laid out as `sharding`; every process places only
+  the parts of its own devices."""
+  if isinstance(x, jax.Array) and jax.process_count() == 1:
+    return jax.device_put(x, sharding)
+  x = np.asarray(x)
+  return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+@functools.lru_cache(maxsize=16)
+def _round_scorer(mesh: jax.sharding.Mesh, **kwargs) -> Callable[..., jax.Array]:
+  """jit((variables, queries [D * pb, hw, c] split over the mesh, gallery blocks) -> logits
+  [D * pb, nb * gb] split the same way): every device scores its query block (`kwargs` as
+  `_score_query_block`)."""
+  blocks = PartitionSpec('blocks')
+  return jax.jit(jax.shard_map(
+      lambda variables, q, gallery: _score_query_block(variables, q, gallery, **kwargs),
+      mesh=mesh, in_specs=(PartitionSpec(), blocks, PartitionSpec()), out_specs=blocks))
+
+
+def _pad_rows(x: np.ndarray | jax.Array, multiple: int) -> np.ndarray | jax.Array:
+  """Zero-pads the first axis to a multiple of `multiple` (numpy stays numpy, jax stays jax)."""
   extra = -x.shape[0] % multiple
-  return jnp.pad(x, ((0, extra), (0, 0), (0, 0))) if extra else x
+  pad = ((0, extra),) + ((0, 0),) * (x.ndim - 1)
+  return (jnp.pad(x, pad) if isinstance(x, jax.Array) else np.pad(x, pad)) if extra else x
 
 
-def _store(out: np.ndarray, start: int, block: jnp.ndarray) -> None:
-  """Copies a block's rows into `out`, dropping the padding."""
-  rows = min(block.shape[0], out.shape[0] - start)
-  out[start:start + rows] = np.asarray(block[:rows, :out.shape[1]])
+def _store(out: np.ndarray, start: int, block: jax.Array,
+           progress: Callable[[int, int], None] | None) -> None:
+  """Copies a round's rows into `out` (gathered from every process), dropping the padding."""
+  if block.is_fully_addressable:
+    rows = np.asarray(block)
+  else:
+    rows = np.asarray(multihost_utils.process_allgather(block, tiled=True))
+  count = min(rows.shape[0], out.shape[0] - start)
+  out[start:start + count] = rows[:count, :out.shape[1]]
+  if progress is not None:
+    progress((start + count) * out.shape[1], out.size)
