@@ -172,7 +172,7 @@ def test_every_method_resumes_exactly_and_its_checkpoint_evaluates(name, tmp_pat
                                       str(tmp_path / 'straight' / 'checkpoints' / str(last)))
   assert results['step'] == last and 0.0 <= results['mAP'] <= 1.0
   assert (tmp_path / 'eval' / f'eval-{last}' / 'report.md').exists()
-  with pytest.raises(FileNotFoundError, match=rf'does not exist.*steps.* {last}'):
+  with pytest.raises(FileNotFoundError, match=rf'does not exist; .* holds the checkpoints of step {last}'):
     train.evaluate_checkpoint(config, str(tmp_path / 'eval'),
                               str(tmp_path / 'straight' / 'checkpoints' / '999'))
 
