@@ -7,7 +7,8 @@
   jreid search --workdir runs/bot --index gallery.index --query query/ --out results.html
   jreid visualize --workdir runs/bot [--sort ap|worst|random] [--num 20]
 
-A subcommand is one function registered with `@command(name, help, description, arguments)`.
+A subcommand is one function registered with `@command(name, help, description, arguments)`
+(the exporters of jreid/export.py become `jreid export` the same way).
 Every user's mistake (a missing workdir, a folder without images, an unknown index kind, ...)
 ends with exit code 1 and one line `jreid: error: <what, where, fix>` on stderr, before anything
 is written; outputs are written at the end, each through a temporary file renamed into place.

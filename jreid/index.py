@@ -157,17 +157,21 @@ class GalleryIndex:
                               'them.')
     if metric not in METRICS:
       raise GalleryIndexError(f'unknown metric {metric!r}: use one of {", ".join(METRICS)}.')
-    kind = resolve_kind(kind, n)
+    requested, kind = kind, resolve_kind(kind, n)
     names = [str(i) for i in range(n)] if names is None else [str(x) for x in names]
     pids = np.full(n, -1) if pids is None else np.asarray(pids)
     camids = np.full(n, -1) if camids is None else np.asarray(camids)
     if not len(names) == len(pids) == len(camids) == n:
       raise GalleryIndexError(f'{n} features but {len(names)} names, {len(pids)} pids and '
                         f'{len(camids)} camids: pass one per feature row.')
-    unknown = set(params) - {'nlist', 'm', 'nbits', 'nprobe', 'hnsw_m', 'ef_construction',
-                             'ef_search'}
-    if unknown:
-      raise GalleryIndexError(f'unknown index parameter(s) {sorted(unknown)}.')
+    own = {'flat': set(), 'ivfpq': {'nlist', 'm', 'nbits', 'nprobe'},
+           'hnsw': {'hnsw_m', 'ef_construction', 'ef_search'}}[kind]
+    foreign = sorted(set(params) - own)
+    if foreign:
+      why = (f' (kind auto picks flat below {APPROXIMATE_FROM} items: pass kind ivfpq or hnsw)'
+             if requested == 'auto' else '')
+      raise GalleryIndexError(f'{", ".join(foreign)}: not an option of the {kind} index{why}; '
+                              f'its options are {", ".join(sorted(own)) or "none"}.')
     data = _normalized(features) if metric == 'cosine' else np.ascontiguousarray(
         features, np.float32)
     faiss = _faiss()

@@ -247,6 +247,8 @@ class FeatureExtractor:
     self._mesh = mesh or parallel.create_mesh()
     devices = self._mesh.devices.size
     size = int(batch_size or config.eval.batch_size)
+    if size < 1:
+      raise InputError(f'batch_size must be at least 1, got {size}.')
     self.batch_size = -(-size // devices) * devices
     self._params, self._batch_stats = params, batch_stats
     self._variables = inference.variables(params, batch_stats)
@@ -386,12 +388,9 @@ class FeatureExtractor:
   # Comparing.
 
   def _outputs(self, x, modality) -> np.ndarray:
-    """`x` when it is already outputs of this model (float arrays), else `self(x)`."""
-    if isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating):
-      return x
-    if hasattr(x, 'dtype') and not isinstance(x, np.ndarray) and np.issubdtype(
-        np.dtype(x.dtype), np.floating):
-      return np.asarray(x)
+    """`x` when it is already outputs of this model (a float array), else `self(x)`."""
+    if hasattr(x, 'dtype') and np.issubdtype(np.dtype(x.dtype), np.floating):
+      return np.asarray(x, np.float32)
     return self(x, modality=modality)
 
   def scores(self, query, gallery, query_modality=None, gallery_modality=None) -> np.ndarray:

@@ -108,6 +108,12 @@ def test_bad_builds_and_loads_name_the_fix(tmp_path, monkeypatch):
     GalleryIndex.build(np.zeros((3, 4, 4, 2), np.float32))
   with pytest.raises(GalleryIndexError, match=r'3 features but 2 names'):
     GalleryIndex.build(gallery[:3], names=['a', 'b'])
+  with pytest.raises(GalleryIndexError, match=r'nlist, nprobe: not an option of the flat index '
+                     r'\(kind auto picks flat below 1000000 items: pass kind ivfpq or hnsw\); its options '
+                     'are none'):
+    GalleryIndex.build(gallery, nlist=8, nprobe=2)
+  with pytest.raises(GalleryIndexError, match=r'ef_search: not an option of the ivfpq index'):
+    GalleryIndex.build(gallery, kind='ivfpq', ef_search=3)
   built = GalleryIndex.build(gallery)
   with pytest.raises(GalleryIndexError, match=r'do not match the index dimension 16'):
     built.search(query[:, :8])
