@@ -123,7 +123,8 @@ def main() -> None:
   for n in sizes:
     gallery, queries = make_vectors(n, dim, num_queries)
     with _bench_util.Timer() as exact_time:
-      _, exact = search_lib.search(queries, gallery, 10, backend='numpy')
+      _, exact = search_lib.search(queries, gallery, 10, backend='numpy',
+                                   chunk_size=index_lib._query_chunk(n))  # pylint: disable=protected-access
     payload.setdefault('exact_ground_truth_s', {})[str(n)] = round(exact_time.seconds, 3)
     for kind in args.kinds.split(','):
       row = {'gallery_size': n, **measure(kind, gallery, queries, exact, latency_queries)}

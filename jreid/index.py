@@ -232,7 +232,8 @@ class GalleryIndex:
     q = _normalized(query) if self.metric == 'cosine' else np.ascontiguousarray(query, np.float32)
     if self.backend == 'numpy':
       from jreid.evaluation import search as search_lib  # pylint: disable=g-import-not-at-top
-      return search_lib.search(q, self.index, k, metric=self.metric, backend='numpy')
+      return search_lib.search(q, self.index, k, metric=self.metric, backend='numpy',
+                               chunk_size=_query_chunk(len(self)))
     raw, rows = self.index.search(q, k)
     rows = rows.astype(np.int64)
     if self.kind == 'flat' and self.metric == 'cosine':
@@ -309,6 +310,15 @@ class GalleryIndex:
                               'rebuild the index.')
     return cls(index, header['kind'], header['metric'], header['backend'], header['dim'],
                names, pids, camids, header.get('params'), header.get('info'))
+
+
+# Bytes of one block of query-gallery distances of the exact numpy search.
+_BLOCK_BYTES = 1 << 28
+
+
+def _query_chunk(gallery_size: int) -> int:
+  """Queries per distance block, so a block stays near _BLOCK_BYTES whatever the gallery size."""
+  return int(max(1, min(4096, _BLOCK_BYTES // (4 * max(gallery_size, 1)))))
 
 
 class _NoBar:

@@ -174,7 +174,7 @@ def _restore(path: pathlib.Path, config: ml_collections.ConfigDict, mesh: jax.sh
 # Inference parts and compiled embedding functions, shared by the extractors of one architecture
 # (a notebook loading several checkpoints of a run compiles once).
 _INFERENCE: dict[str, method_lib.Inference] = {}
-_EMBED_FNS: dict[tuple[str, bool, Any], Any] = {}
+_EMBED_FNS: dict[tuple[int, bool, jax.sharding.Mesh], Any] = {}
 
 
 def _architecture(config: ml_collections.ConfigDict, num_classes: int) -> str:
@@ -215,6 +215,7 @@ class FeatureExtractor:
     normalize: whether embeddings are L2-normalised (feature maps are returned as the model
       gives them).
     metric: how the embeddings are compared ('cosine' or 'euclidean', config.eval.metric).
+    meta: the checkpoint's fingerprint (method, model config, number of classes, dataset).
   """
 
   def __init__(self, config: ml_collections.ConfigDict, inference: method_lib.Inference,
@@ -243,10 +244,10 @@ class FeatureExtractor:
     self.metric = str(config.eval.get('metric', 'cosine'))
     self.progress = progress
     self._inference = inference
-    self._fingerprint = fingerprint or {}
+    self.meta = dict(fingerprint or {})
     self._mesh = mesh or parallel.create_mesh()
     devices = self._mesh.devices.size
-    size = int(batch_size or config.eval.batch_size)
+    size = int(config.eval.batch_size if batch_size is None else batch_size)
     if size < 1:
       raise InputError(f'batch_size must be at least 1, got {size}.')
     self.batch_size = -(-size // devices) * devices

@@ -210,6 +210,8 @@ def test_bad_inputs_name_the_fix(bot, tmp_path):
     fx([tmp_path / 'cut.jpg'])
   with pytest.raises(inference.InputError, match=r'modality= is for cross-modality models'):
     fx(_images(1, (32, 16)), modality=1)
+  with pytest.raises(inference.InputError, match=r'batch_size must be at least 1, got 0'):
+    inference.FeatureExtractor.from_workdir(workdir, batch_size=0)
   with pytest.raises(inference.InputError, match=r'workdir .*nowhere does not exist'):
     inference.FeatureExtractor.from_workdir(tmp_path / 'nowhere')
   (tmp_path / 'fresh').mkdir()
