@@ -3,7 +3,7 @@ path (`jreid.parts.embedder`, as `Method.evaluate` embeds a split), on the same 
 
 A workdir with a checkpoint of the config's model (initial weights: speed does not depend on
 them) is written to a temporary folder, with N JPEG images of Market-1501's size (128 x 64).
-Measured, each after one untimed warm-up pass (compilation), best of `--repeats`:
+Measured, each after one untimed warm-up pass (compilation):
 
 * `eval_path`: `parts.embedder` on a `ReIDSplit` of the encoded images (tf.data decode + resize,
   padded batches over every device), as the training run's evaluation;
@@ -12,7 +12,9 @@ Measured, each after one untimed warm-up pass (compilation), best of `--repeats`
 * `extractor_arrays`: `FeatureExtractor(...)(uint8 [N, H, W, 3])` already at the input size (no
   TensorFlow, no decoding).
 
-  python benchmarks/extract_speed.py                    # BoT ResNet-50, 256 x 128, 256 images
+Best of `--repeats` rounds in which the three take turns.
+
+  python benchmarks/extract_speed.py        # BoT's Market-1501 model: ResNet-50, 256 x 128
   python benchmarks/extract_speed.py --quick            # a width-8 ResNet-18, 32 x 16
 """
 
@@ -66,23 +68,28 @@ def write_images(folder: pathlib.Path, n: int, size=(128, 64)) -> list[bytes]:
   return encoded
 
 
-def timed(fn, repeats: int) -> float:
-  fn()  # Warm-up: compilation and first allocations.
-  best = float('inf')
+def timed(fns: dict, repeats: int) -> dict[str, float]:
+  """Best seconds of each function over `repeats` rounds, the functions taking turns within a
+  round (so a change of the machine's load affects them alike), after one warm-up call each."""
+  for fn in fns.values():
+    fn()  # Warm-up: compilation and first allocations.
+  best = {name: float('inf') for name in fns}
   for _ in range(repeats):
-    with _bench_util.Timer() as t:
-      fn()
-    best = min(best, t.seconds)
+    for name, fn in fns.items():
+      with _bench_util.Timer() as t:
+        fn()
+      best[name] = min(best[name], t.seconds)
   return best
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--quick', action='store_true')
-  parser.add_argument('--config', default='configs/bagtricks.py')
-  parser.add_argument('--images', type=int, default=256)
+  parser.add_argument('--config', default='configs/bagtricks.py:market1501',
+                      help='a config (its model and input size; no data is read)')
+  parser.add_argument('--images', type=int, default=128)
   parser.add_argument('--batch-size', type=int, default=64)
-  parser.add_argument('--repeats', type=int, default=2)
+  parser.add_argument('--repeats', type=int, default=3)
   parser.add_argument('--out', default=None,
                       help='results JSON (default: results/extract_speed_cpu.json)')
   args = parser.parse_args()
@@ -125,12 +132,12 @@ def main() -> None:
     # Decoded and resized to the input size once, outside the timing.
     arrays = np.stack([fx._resize(np.asarray(Image.open(io.BytesIO(b)).convert('RGB')))  # pylint: disable=protected-access
                        for b in encoded])
-    seconds = {
-        'eval_path': timed(lambda: run(params, stats, split, config.input, args.batch_size,
-                                       progress=False), args.repeats),
-        'extractor_files': timed(lambda: fx(tmp / 'images'), args.repeats),
-        'extractor_arrays': timed(lambda: fx(arrays), args.repeats),
-    }
+    seconds = timed({
+        'eval_path': lambda: run(params, stats, split, config.input, args.batch_size,
+                                 progress=False),
+        'extractor_files': lambda: fx(tmp / 'images'),
+        'extractor_arrays': lambda: fx(arrays),
+    }, args.repeats)
     same = np.abs(fx(tmp / 'images') - _normalised(run(params, stats, split, config.input,
                                                        args.batch_size, progress=False))).max()
   payload['images_per_s'] = {k: round(n / v, 2) for k, v in seconds.items()}
