@@ -1,4 +1,5 @@
-"""Training scalars as JSON lines (`metrics.jsonl`) and TensorBoard events (`tensorboard/`).
+"""Training scalars as JSON lines (`metrics.jsonl`) and TensorBoard events (`tensorboard/`);
+`write_summary` adds the test metrics and images of an evaluation.
 
 Only process 0 writes. On resume, lines logged after the restored checkpoint's step are dropped so
 the curves of an interrupted run equal those of an uninterrupted one.
@@ -60,3 +61,20 @@ class MetricWriter:
     if self._tb is not None:
       self._tb.close()
       self._tb = None
+
+
+def write_summary(logdir: str | pathlib.Path, step: int, scalars: dict[str, float],
+                  images: dict[str, Any] | None = None) -> None:
+  """Scalars and uint8 RGB images [H, W, 3] as TensorBoard events in `logdir` at `step` (process
+  0 only), e.g. a run's test metrics and rank lists."""
+  if jax.process_index() != 0:
+    return
+  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  writer = SummaryWriter(str(logdir))
+  try:
+    for tag, value in scalars.items():
+      writer.add_scalar(tag, float(value), int(step))
+    for tag, image in (images or {}).items():
+      writer.add_image(tag, image, int(step), dataformats='HWC')
+  finally:
+    writer.close()
