@@ -6,9 +6,9 @@
   jreid index --features gallery.npz --out gallery.index [--kind auto|flat|ivfpq|hnsw]
   jreid search --workdir runs/bot --index gallery.index --query query/ --out results.html
   jreid visualize --workdir runs/bot [--sort ap|worst|random] [--num 20]
+  jreid export --workdir runs/bot --format onnx --out bot.onnx
 
-A subcommand is one function registered with `@command(name, help, description, arguments)`
-(the exporters of jreid/export.py become `jreid export` the same way).
+A subcommand is one function registered with `@command(name, help, description, arguments)`.
 Every user's mistake (a missing workdir, a folder without images, an unknown index kind, ...)
 ends with exit code 1 and one line `jreid: error: <what, where, fix>` on stderr, before anything
 is written; outputs are written at the end, each through a temporary file renamed into place.
@@ -393,9 +393,66 @@ def visualize(args: argparse.Namespace) -> None:
 # The command.
 
 
+_EXPORT_SUFFIXES = {'stablehlo': '.stablehlo', 'tflite': '.tflite', 'onnx': '.onnx',
+                    'savedmodel': ''}
+
+
+@command('export', 'write a trained model as a file that runs without jreid',
+         'Write the model of a trained run as StableHLO (jax.export), a TensorFlow SavedModel, '
+         'TFLite or ONNX: uint8 images [N, H, W, 3] at the run\'s input size, any N, give the '
+         'embeddings `jreid extract` gives (L2-normalised unless --raw). QAConv runs also get '
+         'their matcher, (query maps, gallery maps) -> scores, as NAME.matcher.SUFFIX. Load with '
+         'jreid.export.load(PATH). SavedModel, TFLite and ONNX need `pip install "jreid[export]"`.',
+         [
+             _WORKDIR,
+             arg('--format', required=True, choices=tuple(_EXPORT_SUFFIXES),
+                 help='the file format'),
+             arg('--out', required=True, metavar='PATH',
+                 help='the file to write (NAME.stablehlo, NAME.tflite, NAME.onnx; a folder '
+                      'for savedmodel)'),
+             _STEP,
+             arg('--flip', action=argparse.BooleanOptionalAction, default=None,
+                 help='average with the mirrored images (default: the run\'s eval.flip)'),
+             arg('--raw', action='store_true',
+                 help='keep the embeddings as the model gives them (default: L2-normalised)'),
+             arg('--modality', choices=('visible', 'infrared'), default=None,
+                 help='cross-modality models: the modality the exported model embeds'),
+             arg('--overwrite', action='store_true', help='replace an existing --out'),
+         ])
+def export(args: argparse.Namespace) -> None:
+  suffix = _EXPORT_SUFFIXES[args.format]
+  out = pathlib.Path(args.out).expanduser()
+  if suffix and out.suffix != suffix:
+    raise UsageError(f'--out {args.out}: --format {args.format} writes NAME{suffix}; '
+                     f'name the file so, e.g. --out {out.stem or "model"}{suffix}.')
+  if not suffix and out.suffix in ('.stablehlo', '.tflite', '.onnx'):
+    raise UsageError(f'--out {args.out}: a savedmodel is a folder; name it without the '
+                     f'{out.suffix} suffix, e.g. --out {out.stem}.')
+  if not out.parent.is_dir():
+    raise UsageError(f'--out {args.out}: the folder {out.parent} does not exist: create it first.')
+  if (out.exists() or out.is_symlink()) and not args.overwrite:
+    raise UsageError(f'--out {args.out} exists: pass --overwrite to replace it, or another path.')
+  fx = _extractor(args.workdir, args.step, flip=args.flip, normalize=not args.raw)
+  try:
+    written = fx.export(out, args.format, modality=_modality(args.modality),
+                        overwrite=args.overwrite)
+  except ImportError as e:
+    if 'jreid[export]' in str(e):  # An optional converter is not installed: say which.
+      raise UsageError(str(e)) from e
+    raise
+  what = 'feature maps' if fx.is_matcher else ('raw embeddings' if args.raw else
+                                                'L2-normalised embeddings')
+  h, w = fx.input_size
+  print(f'{written[0]}: {args.format}, uint8 images [N, {h}, {w}, 3] -> {what} '
+        f'({fx.method}, step {fx.step}, flip={fx.flip}).')
+  if len(written) > 1:
+    print(f'{written[1]}: {args.format}, the matcher: (query maps, gallery maps) -> scores.')
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
   """The exception types that are a user's mistake with a message naming the fix."""
-  errors: list[type[BaseException]] = [UsageError, FileNotFoundError, PermissionError]
+  errors: list[type[BaseException]] = [UsageError, FileNotFoundError, FileExistsError,
+                                         PermissionError]
   modules = (('jreid.inference', 'InputError'), ('jreid.index', 'GalleryIndexError'),
              ('jreid.checkpoint', 'CheckpointMismatchError'),
              ('jreid.config_checks', 'ConfigError'), ('data_pipelines.types', 'DatasetError'))

@@ -409,11 +409,19 @@ def _onnx_bytes(fn, specs, output_name, *, optimize: bool) -> bytes:
   with conv.xla_convolutions():
     closed = jax.make_jaxpr(fn)(*symbolic)
   inlined = functools.partial(_eval_rewritten, closed.jaxpr, closed.consts, max_pool=True)
-  with _onnx_graph_cleanup(optimize):
-    model = jax2onnx.to_onnx(
-        inlined, inputs=symbolic, model_name='jreid',
-        input_names=[name for _, _, name in specs], output_names=[output_name])
-  return model.SerializeToString()
+  # onnx_ir warns for each intermediate value whose type it leaves out of the file (the scalar
+  # shapes jax2onnx builds for a dynamic batch); the runtime infers them, nothing is lost.
+  serde_logger = logging.getLogger('onnx_ir.serde')
+  level = serde_logger.level
+  serde_logger.setLevel(logging.ERROR)
+  try:
+    with _onnx_graph_cleanup(optimize):
+      model = jax2onnx.to_onnx(
+          inlined, inputs=symbolic, model_name='jreid',
+          input_names=[name for _, _, name in specs], output_names=[output_name])
+    return model.SerializeToString()
+  finally:
+    serde_logger.setLevel(level)
 
 
 # ----------------------------------------------------------------------------- rewrites

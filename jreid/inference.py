@@ -438,6 +438,81 @@ class FeatureExtractor:
       self._model_id = digest.hexdigest()
     return self._model_id
 
+  def export(self, path: PathLike, format: str | None = None,  # pylint: disable=redefined-builtin
+             *, modality: int | str | None = None, overwrite: bool = False,
+             platforms: Sequence[str] | None = None) -> list[pathlib.Path]:
+    """Writes this extractor as files that run without jreid (`jreid.export`).
+
+    The artifact maps uint8 images [N, H, W, 3] at `input_size` (any N) to what `self(images)`
+    returns for them: the embeddings with this extractor's flip and normalize settings, or the
+    feature maps of a matcher. A matcher (QAConv) also gets its scoring function
+    `(query_maps, gallery_maps) -> scores [Q, G]` (`fx.scores`) next to it, as
+    `<name>.matcher<suffix>`. Load either with `jreid.export.load(path)`.
+
+    Args:
+      path: the file to write ('.stablehlo', '.onnx', '.tflite'; a folder for 'savedmodel').
+      format: one of `jreid.export.FORMATS`; None: from the suffix of `path`.
+      modality: cross-modality models: the modality the artifact embeds (0 / 'visible' or
+        1 / 'infrared'), baked in.
+      overwrite: replace existing files; otherwise an existing path is an error.
+      platforms: 'stablehlo' and 'savedmodel': the platforms to lower for (default: CPU, CUDA,
+        TPU).
+
+    Returns:
+      The paths written: the model's, then the matcher's.
+    """
+    from jreid import export as export_lib  # pylint: disable=g-import-not-at-top
+    path = pathlib.Path(path).expanduser()
+    if format is None:
+      format = export_lib.SUFFIXES.get(path.suffix)
+      if format is None:
+        raise InputError(f'{path}: no export format for the suffix {path.suffix!r}: name the file '
+                         f'with one of {sorted(export_lib.SUFFIXES)} or pass format= (one of '
+                         f'{", ".join(export_lib.FORMATS)}).')
+    if format not in export_lib.FORMATS:
+      raise InputError(f'unknown export format {format!r}: use one of '
+                       f'{", ".join(export_lib.FORMATS)}.')
+    if self.is_matcher and format == 'tflite':
+      raise InputError(f'{self.method} compares feature maps with a learned matcher, which TFLite '
+                       'cannot take (it orders inputs by name); export as stablehlo, savedmodel or '
+                       'onnx.')
+    per_image = self._per_image(modality, 1)  # Cross-modality models need one modality.
+    embed_fn = self._inference.embed
+    if self.flip:
+      embed_fn = embed.flip_average(embed_fn)
+    extra = {k: int(v[0]) for k, v in (per_image or {}).items()}
+    normalize = self.normalize and not self.is_matcher
+
+    def fn(variables, images):
+      import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+      inputs = {k: jnp.full((images.shape[0],), v, jnp.int32) for k, v in extra.items()}
+      out = embed_fn(variables, images, **inputs)
+      if normalize:
+        out = out / jnp.maximum(jnp.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
+      return out.astype(jnp.float32)
+
+    options = {} if platforms is None else {'platforms': tuple(platforms)}
+    variables = jax.device_get(self._variables)
+    matcher_path = None
+    if self.is_matcher:
+      matcher_path = path.with_name(f'{path.stem}.matcher{path.suffix}')
+      for target in (path, matcher_path):
+        if not overwrite and target.exists():
+          raise FileExistsError(f'{target} exists: pass overwrite=True (--overwrite) or another '
+                                'path.')
+    written = [export_lib.export(
+        fn, variables, input_shape=self.input_size, format=format, path=path,
+        output_name='feature_maps' if self.is_matcher else 'embedding', overwrite=overwrite,
+        **options)]
+    if matcher_path is not None:
+      image = jax.ShapeDtypeStruct((1, *self.input_size, 3), np.uint8)
+      maps = jax.eval_shape(fn, variables, image)
+      written.append(export_lib.export_qaconv_matcher(
+          jax.device_get(self._inference.score_variables(self._params, self._batch_stats)),
+          map_shape=maps.shape[1:], format=format, path=matcher_path, overwrite=overwrite,
+          **options))
+    return written
+
   def describe(self) -> dict[str, Any]:
     """What a features file records about the model that computed them."""
     return {'method': self.method, 'step': self.step, 'source': self.source,

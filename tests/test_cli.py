@@ -164,6 +164,15 @@ def test_readme_commands_as_written(home):
       [r['AP'] for r in shown], abs=1e-6)
   assert (step_dir / 'roc.png').stat().st_size > 0
 
+  # export: the ONNX model, run by onnxruntime on uint8 images at the input size, gives the
+  # extractor's L2-normalised embeddings of the same arrays.
+  from jreid import export  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (3, *fx.input_size, 3), dtype=np.uint8)
+  onnx_out = export.load(home / 'bagtricks.onnx')(images)
+  np.testing.assert_allclose(onnx_out, fx(images), atol=1e-4)
+  np.testing.assert_allclose(np.linalg.norm(onnx_out, axis=1), 1.0, atol=1e-5)
+
 
 def test_train_wrote_a_self_contained_report_and_eval_its_own(home):
   out = jreid(home, 'eval', f'--config={tiny.REPO}/configs/bagtricks.py', f'--workdir={RUN}',
@@ -188,13 +197,13 @@ def test_train_wrote_a_self_contained_report_and_eval_its_own(home):
 
 
 def test_every_subcommand_has_help(home):
-  for name in ('extract', 'index', 'search', 'visualize'):
+  for name in ('extract', 'index', 'search', 'visualize', 'export'):
     out = jreid(home, name, '--help')
     assert out.returncode == 0 and f'usage: jreid {name}' in out.stdout, out.stderr
   out = jreid(home, 'train', '--help')
   assert out.returncode == 0 and '--config' in out.stdout and '--workdir' in out.stdout
   out = jreid(home, '--help')
-  for name in ('train', 'eval', 'extract', 'index', 'search', 'visualize'):
+  for name in ('train', 'eval', 'extract', 'index', 'search', 'visualize', 'export'):
     assert f'    {name}' in out.stdout
 
 
@@ -211,6 +220,10 @@ def test_every_subcommand_has_help(home):
      r'no images in empty'),
     (['visualize', '--workdir', 'runs/missing'],
      r'workdir runs/missing does not exist'),
+    (['export', '--workdir', RUN, '--format', 'torchscript', '--out', 'm.pt'],
+     r"export: argument --format: invalid choice: 'torchscript'"),
+    (['export', '--workdir', RUN, '--format', 'onnx', '--out', 'm.tflite'],
+     r'--out m.tflite: --format onnx writes NAME.onnx'),
 ])
 def test_a_bad_input_is_one_line_and_writes_nothing(home, args, message):
   (home / 'empty').mkdir(exist_ok=True)

@@ -237,6 +237,18 @@ def test_qaconv_gives_feature_maps_and_the_matchers_scores(tmp_path):
   np.testing.assert_allclose(fx.scores(qmaps, gmaps), expected, rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(fx.distances(qmaps, gmaps), -expected, rtol=1e-4, atol=1e-4)
 
+  # Exported: the network's maps and, beside it, the matcher's scores.
+  from jreid import export  # pylint: disable=g-import-not-at-top
+  paths = fx.export(tmp_path / 'qaconv.stablehlo', platforms=('cpu',))
+  assert [p.name for p in paths] == ['qaconv.stablehlo', 'qaconv.matcher.stablehlo']
+  np.testing.assert_allclose(export.load(paths[0])(query), qmaps, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(export.load(paths[1])(qmaps, gmaps), expected, rtol=1e-4, atol=1e-4)
+  with pytest.raises(inference.InputError, match='TFLite cannot take'):
+    fx.export(tmp_path / 'qaconv.tflite')
+  with pytest.raises(FileExistsError, match='qaconv.matcher.stablehlo exists'):
+    paths[0].unlink()
+    fx.export(tmp_path / 'qaconv.stablehlo')
+
 
 def test_cross_modality_needs_the_modality_of_each_image(tmp_path):
   config = tiny_config('agw_sysu', tmp_path)
@@ -258,6 +270,14 @@ def test_cross_modality_needs_the_modality_of_each_image(tmp_path):
     fx(images, modality=[0, 1, 0])
   with pytest.raises(inference.InputError, match=r'modality must be 0 / "visible"'):
     fx(images, modality=2)
+
+  # Exported for one modality, baked in; without one, the same error as fx(images).
+  from jreid import export  # pylint: disable=g-import-not-at-top
+  with pytest.raises(inference.InputError, match=r'pass modality=0 \(visible\)'):
+    fx.export(tmp_path / 'agw.stablehlo')
+  path, = fx.export(tmp_path / 'agw.stablehlo', modality='infrared', platforms=('cpu',))
+  np.testing.assert_allclose(export.load(path)(images), fx(images, modality='infrared'),
+                             rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize('name', ['pplr', 'cluster_contrast'])
