@@ -226,6 +226,7 @@ RANGES: dict[str, Range] = {
     'loss.qaconv_triplet.weight': WEIGHT,
     'loss.qaconv_triplet.margin': NONNEG,
     'loss.qaconv_pairwise.weight': WEIGHT,
+    'loss.qaconv_class_memory.weight': WEIGHT,
     'loss.pplr_pglr.weight': WEIGHT,
     'loss.pplr_pglr.beta': PROB,
     'loss.pplr_part.weight': WEIGHT,
@@ -277,7 +278,7 @@ RANGES: dict[str, Range] = {
     'eval.rerank_lambda': PROB,
     # QAConv (config.qaconv)
     'qaconv.gs_pre_epochs': NONNEG_INT,
-    'qaconv.decay_ratio': DECAY,
+    'qaconv.decay_ratio': _num(0, 1, note='0: no adaptive schedule'),
     'qaconv.decay_factor': DECAY,
     'qaconv.query_block': COUNT,
     'qaconv.gallery_block': COUNT,
