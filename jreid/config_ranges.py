@@ -276,6 +276,9 @@ RANGES: dict[str, Range] = {
     'eval.rerank_k1': COUNT,
     'eval.rerank_k2': COUNT,
     'eval.rerank_lambda': PROB,
+    # DSR partial matching (config.dsr, supervised methods)
+    'dsr.lam': POSITIVE,
+    'dsr.scales': _int(1, each=True, note='block sizes of the multi-scale representation'),
     # QAConv (config.qaconv)
     'qaconv.gs_pre_epochs': NONNEG_INT,
     'qaconv.decay_ratio': _num(0, 1, note='0: no adaptive schedule'),
