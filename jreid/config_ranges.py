@@ -236,6 +236,9 @@ RANGES: dict[str, Range] = {
     'loss.camera_proxy.temperature': POSITIVE,
     'loss.cluster_memory.weight': WEIGHT,
     'loss.cluster_memory.temperature': POSITIVE,
+    'loss.kd_logit.weight': WEIGHT,
+    'loss.kd_logit.temperature': POSITIVE,
+    'loss.kd_pkt.weight': WEIGHT,
     # optimiser and schedule
     'optim.lr': POSITIVE,
     'optim.momentum': BETA,
@@ -316,6 +319,9 @@ RANGES: dict[str, Range] = {
     'cluster_contrast.max_clusters': _int(0, note='0: training images // min_samples'),
     'cluster_contrast.eval_every_epochs': _int(0, note='0: never'),
 }
+# Distillation (config.distill): the teacher's network has the ranges of config.model.
+RANGES.update({'distill.teacher_model.' + key[len('model.'):]: valid
+               for key, valid in list(RANGES.items()) if key.startswith('model.')})
 
 
 _MISSING = object()

@@ -40,6 +40,7 @@ VARIANTS = {
     'agw_sysu': [None, 'paper'], 'agw_regdb': [None, 'paper'],
     'cmgr_sysu': [None, 'paper'], 'cmgr_regdb': [None, 'paper', 'recipe=paper'],
     'cluster_contrast': [None, 'hard', 'market1501', 'msmt17', 'market1501,hard'],
+    'distill': [None, 'alone', 'market1501', 'dukemtmc', 'msmt17', 'market1501,alone'],
     'dsr': [None, 'market1501'],
 }
 
