@@ -199,6 +199,7 @@ def test_distill_trains_its_teacher_first_then_the_student_and_resumes_exactly(t
   assert run.method.fingerprint['teacher']['workdir'] == str(folder)
   restored = run.checkpointer.restore(run.method.state)
   assert int(restored.step) == 3
+  run.step_fn = straight.step_fn  # The same config's compiled step (saves a compilation).
   b = jax.device_get(train.train(run, restored, 3))
   run.checkpointer.close()
   for x, y in ((a.params, b.params), (a.batch_stats, b.batch_stats), (a.opt_state, b.opt_state),
