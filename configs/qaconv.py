@@ -44,6 +44,22 @@ synthetic domain: `--config.eval.testsets="('synthreid_b',)"`.
 The paper starts from ImageNet weights: pass a torchvision/IBN-Net ResNet state dict (layer4 and
 fc are left out) with `--config.model.pretrained=/path/to/resnet50_ibn_b.pth`.
 
+QAConv 1.0 (ECCV 2020; the reference's CHANGELOG settings of its 1.0 results): ResNet-50 without
+IBN to layer3, neck 128, 384x128, the class-memory loss (one feature map per training class,
+focal-weighted BCE), shuffled images in batches of 32, SGD Nesterov lr 0.01 (x0.1 on the
+backbone), 60 epochs with the learning rate x0.1 after epoch 40 (no adaptive schedule), flips
+and random occlusion:
+
+  python -m jreid.main --config=configs/qaconv.py:market1501,v1 --workdir=runs/qaconv1_market \
+      --config.dataset.root=/path/to/Market-1501-v15.09.15 \
+      --config.model.pretrained=/path/to/resnet50-0676ba61.pth
+  python -m jreid.main --config=configs/qaconv.py:msmt17_all,v1 --workdir=runs/qaconv1_msmt_all \
+      --config.dataset.root=/path/to/MSMT17_V1
+
+`:v1` alone trains the class-memory recipe on the embedded SynthReID at the default's scale:
+
+  python -m jreid.main --config=configs/qaconv.py:v1 --workdir=/tmp/qaconv1
+
 Test a checkpoint (the latest of a workdir, or a given one):
 
   python -m jreid.main --config=configs/qaconv.py --workdir=/tmp/qaconv --mode=eval
@@ -62,7 +78,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       arg, where='configs/qaconv.py',
       shorthands={**{d: {'dataset': d} for d in DATASETS},
                   'msmt17_all': {'dataset': 'msmt17', 'combine_all': True}},
-      choices={'dataset': DATASETS}, dataset='synthreid', combine_all=False)
+      choices={'dataset': DATASETS}, dataset='synthreid', combine_all=False, v1=False)
   config = method_config('qaconv')
 
   # The paper recipe (QAConv 2.1 README / main_gs.py).
@@ -126,9 +142,39 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # No usable global clock across cameras: the reference evaluates without re-ranking + TLift.
     config.qaconv.tlift = False
     config.eval.rerank = False
-  if variant.dataset != 'synthreid':
+  if variant.dataset != 'synthreid' and not variant.v1:
     # QAConv 2.1's published cross-dataset numbers beside ours, one row per test set of
     # config.eval.testsets that the README reports for this training set.
     all_data = variant.dataset == 'msmt17' and variant.combine_all
     config.eval.published = 'qaconv,msmt17_all' if all_data else 'qaconv'
+  if variant.v1:
+    set_qaconv1(config, synthetic=variant.dataset == 'synthreid')
   return config
+
+
+def set_qaconv1(config: ml_collections.ConfigDict, synthetic: bool) -> None:
+  """QAConv 1.0 (the reference's 1.x main.py with the CHANGELOG's 1.0 settings): the class
+  memory, random sampling, a step schedule and the old augmentation (flip + random occlusion)."""
+  config.loss.names = ('qaconv_class_memory',)
+  config.qaconv.sampler = 'random'
+  config.qaconv.decay_ratio = 0.0  # 1.x has no adaptive schedule: StepLR alone.
+  config.optim.clip_grad_norm = 0.0
+  config.augment.ops = ('flip', 'random_occlusion(min_size=0.0, max_size=0.8)')
+  if synthetic:
+    # The 2.x default's from-scratch settings (see the docstring) with the 1.x loss and sampler;
+    # an epoch shows every training image once: half the graph sampler's steps (one batch of
+    # 2 images per class for each class).
+    config.optim.schedule = 'multistep'
+    config.optim.milestones = (8,)
+    config.optim.gamma = 0.1
+    config.train.epochs = 10
+    return
+  config.model.backbone.name = 'resnet50'  # 1.0 has no IBN layers (1.1 added IBN-b).
+  config.model.qaconv.neck = 128
+  config.batch_size = 32
+  config.optim.lr = 0.01
+  config.optim.schedule = 'multistep'
+  config.optim.milestones = (40,)  # StepLR(step_size=40, gamma=0.1).
+  config.optim.gamma = 0.1
+  config.train.epochs = 60
+  config.eval.published = ''

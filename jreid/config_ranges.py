@@ -226,6 +226,7 @@ RANGES: dict[str, Range] = {
     'loss.qaconv_triplet.weight': WEIGHT,
     'loss.qaconv_triplet.margin': NONNEG,
     'loss.qaconv_pairwise.weight': WEIGHT,
+    'loss.qaconv_class_memory.weight': WEIGHT,
     'loss.pplr_pglr.weight': WEIGHT,
     'loss.pplr_pglr.beta': PROB,
     'loss.pplr_part.weight': WEIGHT,
@@ -235,6 +236,9 @@ RANGES: dict[str, Range] = {
     'loss.camera_proxy.temperature': POSITIVE,
     'loss.cluster_memory.weight': WEIGHT,
     'loss.cluster_memory.temperature': POSITIVE,
+    'loss.kd_logit.weight': WEIGHT,
+    'loss.kd_logit.temperature': POSITIVE,
+    'loss.kd_pkt.weight': WEIGHT,
     # optimiser and schedule
     'optim.lr': POSITIVE,
     'optim.momentum': BETA,
@@ -275,9 +279,12 @@ RANGES: dict[str, Range] = {
     'eval.rerank_k1': COUNT,
     'eval.rerank_k2': COUNT,
     'eval.rerank_lambda': PROB,
+    # DSR partial matching (config.dsr, supervised methods)
+    'dsr.lam': POSITIVE,
+    'dsr.scales': _int(1, each=True, note='block sizes of the multi-scale representation'),
     # QAConv (config.qaconv)
     'qaconv.gs_pre_epochs': NONNEG_INT,
-    'qaconv.decay_ratio': DECAY,
+    'qaconv.decay_ratio': _num(0, 1, note='0: no adaptive schedule'),
     'qaconv.decay_factor': DECAY,
     'qaconv.query_block': COUNT,
     'qaconv.gallery_block': COUNT,
@@ -312,6 +319,9 @@ RANGES: dict[str, Range] = {
     'cluster_contrast.max_clusters': _int(0, note='0: training images // min_samples'),
     'cluster_contrast.eval_every_epochs': _int(0, note='0: never'),
 }
+# Distillation (config.distill): the teacher's network has the ranges of config.model.
+RANGES.update({'distill.teacher_model.' + key[len('model.'):]: valid
+               for key, valid in list(RANGES.items()) if key.startswith('model.')})
 
 
 _MISSING = object()

@@ -34,12 +34,14 @@ VARIANTS = {
     'sbs': [None, *FASTREID, 'msmt17,r101_ibn'],
     'mgn': [None, *FASTREID, 'market1501,r50_ibn'],
     'qaconv': [None, 'market1501', 'msmt17', 'msmt17_all', 'randperson',
-               'dataset=msmt17,combine_all=true'],
+               'dataset=msmt17,combine_all=true', 'v1', 'market1501,v1', 'msmt17_all,v1'],
     'pplr': [None, 'cam', 'market1501', 'market1501_cam', 'msmt17', 'msmt17_cam', 'veri',
              'veri_cam', 'market1501,cam'],
     'agw_sysu': [None, 'paper'], 'agw_regdb': [None, 'paper'],
     'cmgr_sysu': [None, 'paper'], 'cmgr_regdb': [None, 'paper', 'recipe=paper'],
     'cluster_contrast': [None, 'hard', 'market1501', 'msmt17', 'market1501,hard'],
+    'distill': [None, 'alone', 'market1501', 'dukemtmc', 'msmt17', 'market1501,alone'],
+    'dsr': [None, 'market1501'],
 }
 
 

@@ -10,19 +10,30 @@ Liao & Shao, ECCV 2020 (QAConv, TLift) and CVPR 2022 (graph sampling). The parts
   classes forms a batch); the first `qaconv.gs_pre_epochs` epochs use random class neighbours
   (the reference's random P x K start);
 * loss: `config.loss` terms on the matcher's batch logits: 'qaconv_triplet' (QAConv 2.1 hard
-  triplet, margin 16) or 'qaconv_pairwise' (QAConv 2.0 pairwise matching BCE);
+  triplet, margin 16) or 'qaconv_pairwise' (QAConv 2.0 pairwise matching BCE); or QAConv 1.x's
+  'qaconv_class_memory': the matcher's logits of every image of the batch against a memory of
+  one feature map per training class (focal-weighted BCE against the one-hot label), the batch's
+  maps then written into their classes' slots (no gradient reaches the memory);
 * optimiser: SGD Nesterov, lr x0.1 on the backbone (`optim.lr_factors`), weight decay, gradient
   clipping (all from `config.optim`);
 * adaptive schedule: after every epoch e (1-based) with mean loss L_e, once L_e < `decay_ratio` x
   L_2 (the second epoch's loss), the learning rate is multiplied by 0.1 and the run ends after
-  epoch min(`train.epochs`, e + e // 2);
+  epoch min(`train.epochs`, e + e // 2); `decay_ratio = 0` turns it off (QAConv 1.x: the step
+  schedule of `config.optim` alone);
+* QAConv 1.x sampling (`qaconv.sampler = 'random'`): every epoch a shuffle of all training
+  images in batches of `batch_size` (the last partial batch dropped), as the 1.x reference's
+  shuffled loader;
 * evaluation: feature maps of query and gallery (flip-averaged with `eval.flip`), all-pairs
   QAConv logits block by block, distance = -logit, the ROC with `eval.roc`; with `eval.rerank`
   the reference's QAConv-score k-reciprocal re-ranking (`eval.rerank_k1/k2/lambda`), and with
   `qaconv.tlift` TLift on top of it (rows 'rerank' and 'rerank + TLift').
 
 The schedule state, the running epoch loss and the sampler's state are the typed `QAConvState`,
-so a run killed anywhere resumes exactly (the epoch's batches are restored, not rebuilt).
+so a run killed anywhere resumes exactly (the epoch's batches are restored, not rebuilt). The class
+memory is a buffer the matcher reads in the forward pass and the train step rewrites, like a
+BatchNorm running statistic, so it lives beside them: `batch_stats['class_memory']` = {'memory'
+[C, h*w, c], 'valid' [C]} (the reference registers it as a buffer of its loss module). Only runs
+with the class-memory loss have it, so the checkpoints of every other run keep their layout.
 
 Sections owned: `model` (QAConv's), `loss`, `sampler` (K only: the batches are graph-sampled),
 `qaconv`.
@@ -41,6 +52,7 @@ import numpy as np
 
 from jreid import evaluator
 from jreid import losses
+from jreid.losses import qaconv as qaconv_losses
 from jreid import models
 from jreid import objectives
 from jreid import parallel
@@ -57,11 +69,13 @@ def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.method = 'qaconv'
   c.model = qaconv_lib.qaconv_model_config()
-  c.loss = objectives.loss_config(('qaconv_triplet',), 'qaconv_pairwise')
+  c.loss = objectives.loss_config(('qaconv_triplet',), 'qaconv_pairwise', 'qaconv_class_memory')
   c.sampler = ml_collections.ConfigDict({'num_instances': 2})  # K images per graph-sampled class.
   q = c.qaconv = ml_collections.ConfigDict()
+  q.sampler = 'graph'  # 'graph' (QAConv 2.x) | 'random' (QAConv 1.x: shuffled images).
   q.gs_pre_epochs = 1  # Epochs of random class neighbours before graph sampling starts.
-  q.decay_ratio = 0.7  # Adaptive schedule: decay once the epoch loss < ratio x epoch 2's loss.
+  # Adaptive schedule: decay once the epoch loss < ratio x epoch 2's loss; 0 = off.
+  q.decay_ratio = 0.7
   q.decay_factor = 0.1
   q.score_dtype = 'float32'  # Evaluation matmul: 'float32' | 'bfloat16'.
   q.query_block = 128  # Evaluation blocks of maps scored at once.
@@ -97,6 +111,53 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if config.qaconv.score_dtype not in ('float32', 'bfloat16'):
     raise ValueError(f"config.qaconv.score_dtype must be 'float32' or 'bfloat16', got "
                      f'{config.qaconv.score_dtype!r}.')
+  if config.qaconv.sampler not in SAMPLERS:
+    raise ValueError(f'config.qaconv.sampler must be one of {SAMPLERS}, got '
+                     f'{config.qaconv.sampler!r}.')
+
+
+SAMPLERS = ('graph', 'random')
+
+
+@objectives.register('qaconv_class_memory')
+def _qaconv_class_memory(inputs, labels, cfg):
+  """QAConv 1.x class-memory loss on the batch's logits against the class memory."""
+  del cfg  # Only its weight, applied by compute_losses.
+  return losses.class_memory_loss(inputs['memory_scores'], labels, inputs['memory_valid'])
+
+
+def uses_class_memory(config: ml_collections.ConfigDict) -> bool:
+  return 'qaconv_class_memory' in config.loss.names
+
+
+class ShuffleSampler:
+  """QAConv 1.x sampling: each epoch a permutation of every training image, cut into batches of
+  `batch_size` (a last partial batch is dropped, as the reference's `drop_last=True` loader).
+
+  Epoch e is a pure function of (seed, e), so a run resumed at any step sees the same batches.
+  """
+
+  def __init__(self, num_samples: int, batch_size: int, seed: int):
+    if num_samples < batch_size:
+      raise ValueError(f'the training split has {num_samples} images, fewer than one batch of '
+                       f'config.batch_size={batch_size}; lower config.batch_size.')
+    self.num_samples = int(num_samples)
+    self.batch_size = int(batch_size)
+    self.seed = int(seed)
+    self.batches_per_epoch = self.num_samples // self.batch_size
+
+  def epoch(self, epoch: int) -> np.ndarray:
+    """Image indices of every batch of `epoch`, int32 [batches_per_epoch, batch_size]."""
+    order = np.random.default_rng([self.seed, 4, int(epoch)]).permutation(self.num_samples)
+    n = self.batches_per_epoch * self.batch_size
+    return order[:n].reshape(self.batches_per_epoch, self.batch_size).astype(np.int32)
+
+  def steps(self, start: int, stop: int) -> np.ndarray:
+    """Image indices of global steps start..stop-1, int32 [stop - start, batch_size]."""
+    n = self.batches_per_epoch
+    rows = [self.epoch(e)[max(start, e * n) - e * n:min(stop, (e + 1) * n) - e * n]
+            for e in range(start // n, -(-stop // n))]
+    return (np.concatenate(rows) if rows else np.zeros((0, self.batch_size), np.int32))
 
 
 @flax.struct.dataclass
@@ -195,6 +256,27 @@ def inference(config: ml_collections.ConfigDict, num_classes: int) -> Inference:
       normalize=False)
 
 
+def map_shape(config: ml_collections.ConfigDict, num_classes: int) -> tuple[int, int]:
+  """(h * w, channels) of the network's feature maps."""
+  net = models.build_model(config.model, num_classes)
+  images = _images(config)
+  shapes = jax.eval_shape(lambda: net.apply(net.init(jax.random.key(0), images), images))
+  _, h, w, c = shapes['feature_map'].shape
+  return h * w, c
+
+
+def class_memory_scores(matcher, matcher_variables, maps: jax.Array, memory: jax.Array,
+                        valid: jax.Array):
+  """The class-memory loss inputs of a batch and the matcher's updated BatchNorm statistics.
+
+  `maps` [B, h, w, c] are the queries, `memory` [C, h*w, c] the gallery (no gradient); returns
+  ({'memory_scores' [B, C], 'memory_valid' [C]}, matcher batch_stats).
+  """
+  scores, updates = matcher.apply(matcher_variables, maps, jax.lax.stop_gradient(memory),
+                                  train=True, mutable=['batch_stats'])
+  return {'memory_scores': scores, 'memory_valid': valid}, updates['batch_stats']
+
+
 def _load_trunk(config: ml_collections.ConfigDict):
   """ImageNet weights of a ResNet (torchvision / IBN-Net state dict) for the layer3 trunk."""
   path = config.model.get('pretrained', '')
@@ -220,18 +302,36 @@ def build(config: ml_collections.ConfigDict, data: Data, mesh: jax.sharding.Mesh
   inf = inference(config, data.num_classes)
   net, matcher = networks(config, data.num_classes)
   train_split = data.train
-  sampler = graph_sampler.GraphSampler(train_split.labels, config.batch_size,
-                                       config.sampler.num_instances, config.seed)
+  graph = cfg.sampler == 'graph'
+  if graph:
+    sampler = graph_sampler.GraphSampler(train_split.labels, config.batch_size,
+                                         config.sampler.num_instances, config.seed)
+  else:
+    sampler = ShuffleSampler(len(train_split), config.batch_size, config.seed)
   steps = sampler.batches_per_epoch
   tx, schedule = parts.optimizer(config, steps, parts.abstract_params(inf))
-  c, b = sampler.num_classes, config.batch_size
+  # The graph sampler's state; one unused row without it (orbax saves no empty arrays).
+  c, b = (sampler.num_classes if graph else 1), config.batch_size
+  memory = uses_class_memory(config)
+  batch_terms = [n for n in config.loss.names if n != 'qaconv_class_memory']
   extra = QAConvState(
       lr_scale=jnp.ones([], jnp.float32), end_epoch=jnp.zeros([], jnp.int32),
       base_loss=jnp.full([], jnp.nan, jnp.float32), loss_sum=jnp.zeros([], jnp.float32),
       loss_count=jnp.zeros([], jnp.int32), gs_epoch=jnp.full([], -1, jnp.int32),
       gs_positions=jnp.zeros([c], jnp.int32), gs_batches=jnp.zeros([c, b], jnp.int32))
+  load_trunk = _load_trunk(config)
+
+  def load_weights(variables):
+    variables = load_trunk(variables) if load_trunk else variables
+    if memory:  # Empty slots: `valid` keeps them out of the loss until a batch writes them.
+      hw, channels = map_shape(config, data.num_classes)
+      variables['batch_stats'] = {**variables['batch_stats'], 'class_memory': {
+          'memory': np.zeros((data.num_classes, hw, channels), np.float32),
+          'valid': np.zeros((data.num_classes,), np.float32)}}
+    return variables
+
   state = parts.initial_state(inf, tx, config, mesh, extra=extra,
-                              load_weights=_load_trunk(config))
+                              load_weights=load_weights if (load_trunk or memory) else None)
   maps_of = parts.embedder(inf, mesh, flip=False)
   test_maps_of = parts.embedder(inf, mesh, flip=bool(config.eval.flip))
   put = lambda value: jax.device_put(value, parallel.replicated_sharding(mesh))
@@ -245,18 +345,39 @@ def build(config: ml_collections.ConfigDict, data: Data, mesh: jax.sharding.Mesh
     out, net_vars = net.apply(
         {'params': params['net'], 'batch_stats': batch_stats['net']}, batch['image'],
         train=True, mutable=['batch_stats'])  # Unchanged when BatchNorm is frozen.
-    batch_scores, matcher_stats = qaconv_lib.qaconv_batch_scores(
-        matcher, {'params': params['matcher'], 'batch_stats': batch_stats['matcher']},
-        out['feature_map'], train=True)
-    return {'scores': batch_scores}, {'net': net_vars.get('batch_stats', {}),
-                                      'matcher': matcher_stats}
+    maps = out['feature_map']
+    outputs = {}
+    new_stats = {**batch_stats, 'net': net_vars.get('batch_stats', {})}
+    matcher_stats = batch_stats['matcher']
+    if batch_terms:
+      outputs['scores'], matcher_stats = qaconv_lib.qaconv_batch_scores(
+          matcher, {'params': params['matcher'], 'batch_stats': matcher_stats}, maps, train=True)
+    if memory:
+      # Scores against the memory as it was before this batch, then the batch written into it
+      # (the reference updates its buffer after the loss, without gradient).
+      held = batch_stats['class_memory']
+      more, matcher_stats = class_memory_scores(
+          matcher, {'params': params['matcher'], 'batch_stats': matcher_stats}, maps,
+          held['memory'], held['valid'])
+      outputs.update(more)
+      mem, valid = losses.class_memory_update(held['memory'], held['valid'], maps,
+                                              batch['label'])
+      new_stats['class_memory'] = {'memory': mem, 'valid': valid}
+    new_stats['matcher'] = matcher_stats
+    return outputs, new_stats
 
   def objective(outputs, batch, state: TrainState):
     labels = batch['label']
     terms = objectives.compute_losses(outputs, labels, config.loss)
     loss = objectives.total_loss(terms)
-    quality = losses.qaconv_triplet_metrics(jax.lax.stop_gradient(outputs['scores']), labels,
-                                            0.0)
+    if 'scores' in outputs:
+      quality = losses.qaconv_triplet_metrics(jax.lax.stop_gradient(outputs['scores']), labels,
+                                              0.0)
+    else:
+      per_sample, acc = qaconv_losses.class_memory_terms(
+          jax.lax.stop_gradient(outputs['memory_scores']), labels, outputs['memory_valid'])
+      quality = {'accuracy': jnp.mean(acc),
+                 'finite_fraction': jnp.mean(jnp.isfinite(per_sample).astype(jnp.float32))}
     metrics = {**{f'loss_{k}': v for k, v in terms.items()}, 'accuracy': quality['accuracy'],
                'finite_fraction': quality['finite_fraction']}
     extra = state.extra.replace(loss_sum=state.extra.loss_sum + loss,
@@ -268,6 +389,10 @@ def build(config: ml_collections.ConfigDict, data: Data, mesh: jax.sharding.Mesh
     return min(end, config.train.epochs) if end else config.train.epochs
 
   def begin_epoch(state: TrainState, epoch: int) -> TrainState:
+    if not graph:
+      return state.replace(extra=state.extra.replace(
+          loss_sum=put(jnp.zeros([], jnp.float32)), loss_count=put(jnp.zeros([], jnp.int32)))
+      ) if epoch * steps == int(state.step) else state
     extra = jax.device_get(state.extra)
     sampler.load_state_dict({'positions': np.asarray(extra.gs_positions, np.int64),
                              'epoch': int(extra.gs_epoch), 'batches': extra.gs_batches})
@@ -364,19 +489,33 @@ def build(config: ml_collections.ConfigDict, data: Data, mesh: jax.sharding.Mesh
              'correspondences.png')]
 
   m = config.model
-  describe = (f'QAConv-GS: backbone `{m.backbone.name}` (width {m.backbone.width}) to '
-              f'{m.qaconv.final_layer}, neck {m.qaconv.neck}, matcher over {matcher.hw} '
-              f'locations; loss {", ".join(config.loss.names)}; graph sampler with batch '
-              f'{config.batch_size} ({config.batch_size // config.sampler.num_instances} classes '
-              f'x {config.sampler.num_instances}), {steps} steps per epoch, at most '
-              f'{config.train.epochs} epochs with the adaptive schedule; input '
+  if graph:
+    sampling = (f'graph sampler with batch {config.batch_size} '
+                f'({config.batch_size // config.sampler.num_instances} classes x '
+                f'{config.sampler.num_instances})')
+  else:
+    sampling = f'shuffled images in batches of {config.batch_size}'
+  if cfg.decay_ratio:
+    length = f'at most {config.train.epochs} epochs with the adaptive schedule'
+  else:
+    length = f'{config.train.epochs} epochs, {config.optim.schedule} learning rate'
+  memory_text = (f', class memory of {data.num_classes} feature maps' if memory else '')
+  describe = (f'QAConv{"-GS" if graph else " 1.x"}: backbone `{m.backbone.name}` (width '
+              f'{m.backbone.width}) to {m.qaconv.final_layer}, neck {m.qaconv.neck}, matcher over '
+              f'{matcher.hw} locations; loss {", ".join(config.loss.names)}{memory_text}; '
+              f'{sampling}, {steps} steps per epoch, {length}; input '
               f'{config.input.height}x{config.input.width}{parts.describe_options(config)}.')
+  more = {}
+  if memory:
+    more['class_memory'] = True  # batch_stats holds the memory: another checkpoint layout.
+  if not graph:
+    more['sampler'] = cfg.sampler
   return Method(
       name='qaconv', inference=inf, state=state, tx=tx, schedule=schedule, forward=forward,
       objective=objective, steps_per_epoch=steps,
       batches=lambda state, start, stop: parts.sampler_batches(config, train_split, sampler,
                                                                start, stop),
-      evaluate=evaluate, fingerprint=parts.fingerprint(config, data.num_classes),
+      evaluate=evaluate, fingerprint=parts.fingerprint(config, data.num_classes, **more),
       describe=describe, num_epochs=num_epochs, begin_epoch=begin_epoch, end_epoch=end_epoch,
       report_sections=report_sections, lr_scale=lambda extra: extra.lr_scale)
 
@@ -388,11 +527,12 @@ def adaptive_schedule(finished: int, loss: float, base_loss: float, lr_scale: fl
 
   Returns the new (base_loss, lr_scale, end_epoch): epoch 2 sets the base loss; the first later
   epoch whose loss is below decay_ratio x base multiplies the learning rate by decay_factor and
-  ends the run after epoch min(max_epochs, finished + finished // 2); decided once.
+  ends the run after epoch min(max_epochs, finished + finished // 2); decided once. decay_ratio
+  0 never decides (the run keeps config.optim's schedule and train.epochs).
   """
   if finished == 2:
     base_loss = loss
-  if finished >= 2 and lr_scale == 1.0 and loss < decay_ratio * base_loss:
+  if decay_ratio > 0 and finished >= 2 and lr_scale == 1.0 and loss < decay_ratio * base_loss:
     lr_scale = decay_factor
     end_epoch = min(max_epochs, finished + finished // 2)
     parts.log(f'epoch {finished}: loss {loss:.4g} < {decay_ratio} x {base_loss:.4g} (epoch 2): '

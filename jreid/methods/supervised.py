@@ -4,9 +4,12 @@
 pooling, head: `jreid.models.build_model`), batches come from an identity sampler
 (`config.sampler`: P x K, camera-balanced or set re-weighted), and the loss is the weighted sum of
 the terms of `config.loss` (`jreid.objectives`). Test features are the embeddings, ranked by
-`config.eval.metric`.
+`config.eval.metric`. With `config.dsr.enabled`, the test images' feature maps before pooling are
+also ranked by DSR (Deep Spatial feature Reconstruction, partial re-ID: `jreid.evaluation.dsr`), a
+'dsr' row of the results (and of every test set of `config.eval.testsets`), and by DSR and the
+embedding distance standardised and summed, a 'dsr + global' row.
 
-Sections owned: `loss`, `sampler`.
+Sections owned: `loss`, `sampler`, `dsr`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jreid import evaluator
 from jreid import models
 from jreid import objectives
 from jreid import parts
@@ -32,7 +36,22 @@ def default_config() -> ml_collections.ConfigDict:
   c.sampler.name = 'pk'  # 'pk' | 'balanced' | 'set_reweight' (data_pipelines.samplers).
   c.sampler.num_instances = 4  # K; P = batch_size // K.
   c.sampler.set_weight = ()  # 'set_reweight': identities per set (camid) per unit; () = 1 each.
+  c.dsr = ml_collections.ConfigDict()
+  c.dsr.enabled = False  # Also rank by DSR on the feature maps (a 'dsr' row; Baseline models).
+  c.dsr.lam = 0.01  # Ridge regulariser of the reconstruction (unit-norm location features).
+  c.dsr.normalize = True  # L2-normalise each location's feature before reconstructing.
+  c.dsr.scales = (1, 2, 3)  # Multi-scale blocks: k x k neighbourhoods of the map, k in scales.
   return c
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  if config.dsr.enabled and not config.dsr.scales:
+    raise ValueError('config.dsr.scales is empty: give the block sizes of the multi-scale '
+                     'representation, e.g. (1,) for the locations alone or (1, 2, 3).')
+  if config.dsr.enabled and config.model.name != 'baseline':
+    raise ValueError(f"config.dsr.enabled=True ranks the feature maps of a Baseline "
+                     f"(config.model.name='baseline'); {config.model.name!r} exposes none: set "
+                     'config.dsr.enabled=False.')
 
 
 def _images(config: ml_collections.ConfigDict, n: int = 1) -> jax.Array:
@@ -50,6 +69,47 @@ def inference(config: ml_collections.ConfigDict, num_classes: int) -> Inference:
     return model.apply(variables, images, train=False)['embedding']
 
   return Inference(model=model, init=init, embed=embed)
+
+
+def evaluation(inf: Inference, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+               data: Data):
+  """`Method.evaluate` of the embeddings (`parts.embedding_evaluation`), plus the 'dsr' row of
+  the feature maps when config.dsr.enabled (one extraction gives both)."""
+  if not config.dsr.enabled:
+    return parts.embedding_evaluation(inf, config, mesh, data)
+  from jreid.evaluation import dsr  # pylint: disable=g-import-not-at-top
+  from jreid.evaluation import compute_distance  # pylint: disable=g-import-not-at-top
+  from jreid.evaluation import evaluate_rank  # pylint: disable=g-import-not-at-top
+  model = inf.model
+
+  def embed_with_maps(variables, images):
+    out = model.apply(variables, images, train=False, feature_map=True)
+    return {'embedding': out['embedding'], 'feature_map': out['feature_map']}
+
+  both = parts.embedder(Inference(model=model, init=inf.init, embed=embed_with_maps), mesh,
+                        flip=bool(config.eval.flip))
+  plain = parts.embedding_evaluation(inf, config, mesh, data)
+
+  def evaluate(state: TrainState, splits=None, post: bool = True) -> evaluator.EvalOutput:
+    if not post:  # The untrained network, per-epoch checks: the embeddings alone.
+      return plain(state, splits, post)
+    splits = splits or data.splits
+    query, gallery = splits['query'], splits['gallery']
+    q = both(state.params, state.batch_stats, query, config.input, config.eval.batch_size)
+    g = both(state.params, state.batch_stats, gallery, config.input, config.eval.batch_size)
+    output = evaluator.evaluate_embeddings(q['embedding'], g['embedding'], query, gallery,
+                                           config.eval, post=post)
+    dist = dsr.dsr_distance(q['feature_map'], g['feature_map'], lam=config.dsr.lam,
+                            normalize=config.dsr.normalize, scales=tuple(config.dsr.scales))
+    fused = dsr.fuse_with_global(dist, compute_distance(q['embedding'], g['embedding'],
+                                                        config.eval.metric))
+    for row, d in (('dsr', dist), ('dsr + global', fused)):
+      output.extra_rows[row] = evaluate_rank(
+          d, query.pids, gallery.pids, query.camids, gallery.camids,
+          max_rank=config.eval.max_rank).to_dict()
+    return output
+
+  return evaluate
 
 
 def build_sampler(config: ml_collections.ConfigDict, split):
@@ -98,13 +158,16 @@ def build(config: ml_collections.ConfigDict, data: Data, mesh: jax.sharding.Mesh
               f'{m.backbone.last_stride}), pooling `{m.pooling.name}`, head `{m.head.name}`, losses '
               f'{", ".join(config.loss.names)}; {config.train.epochs * steps} steps '
               f'({config.train.epochs} epochs x {steps}), batch {config.batch_size}, input '
-              f'{config.input.height}x{config.input.width}{parts.describe_options(config)}.')
+              f'{config.input.height}x{config.input.width}{parts.describe_options(config)}'
+              + (f'; DSR rows: ridge reconstruction (lam {config.dsr.lam}) of the feature maps\' '
+                 f'blocks of sizes {tuple(config.dsr.scales)}, alone and with the embedding '
+                 'distance' if config.dsr.enabled else '') + '.')
   return Method(
       name='supervised', inference=inf, state=state, tx=tx, schedule=schedule,
       forward=forward_fn(inf.model), objective=objective_fn(config), steps_per_epoch=steps,
       batches=lambda state, start, stop: parts.sampler_batches(config, data.train, sampler,
                                                                start, stop),
-      evaluate=parts.embedding_evaluation(inf, config, mesh, data),
+      evaluate=evaluation(inf, config, mesh, data),
       fingerprint=parts.fingerprint(config, data.num_classes), describe=describe)
 
 

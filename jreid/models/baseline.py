@@ -69,17 +69,20 @@ class Baseline(nn.Module):
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, train: bool,
-               labels: jnp.ndarray | None = None) -> dict[str, jnp.ndarray]:
+               labels: jnp.ndarray | None = None,
+               feature_map: bool = False) -> dict[str, jnp.ndarray]:
     """Embeds images, uint8 or float in 0..255, NHWC.
 
     `labels` ([B] identity indices) are passed to the head in training; margin classifier
     layers (ArcFace, CosFace, CircleSoftmax) need them, the linear one ignores them.
+    `feature_map=True` also returns the backbone's feature map before pooling (for matchers of
+    spatial features, e.g. DSR).
 
     Returns:
       training: {'logits': [B, num_classes], 'features': [B, D'] (the triplet-loss feature,
       see `neck_feat`), 'embedding': [B, D] (post-neck)} (+ 'pred_class_logits' for margin
-      classifier layers); evaluation: {'embedding': [B, D]}.
-      Always float32, whatever the compute dtype.
+      classifier layers); evaluation: {'embedding': [B, D]}; + 'feature_map' [B, h, w, C] when
+      asked for. Always float32, whatever the compute dtype.
     """
     channels = len(self.pixel_mean)
     if images.ndim != 4 or images.shape[-1] != channels:
@@ -88,10 +91,12 @@ class Baseline(nn.Module):
           f'{images.shape}; transpose NCHW input with x.transpose(0, 2, 3, 1).'
       )
     x = normalize_input(images, self.pixel_mean, self.pixel_std, self.input_norm)
-    feature_map = self.backbone(x, train=train)
-    pooled = self.pooling(feature_map)
+    fmap = self.backbone(x, train=train)
+    pooled = self.pooling(fmap)
     outputs = (self.head(pooled, train=train) if labels is None else
                self.head(pooled, train=train, labels=labels))
+    if feature_map:
+      outputs = {**outputs, 'feature_map': fmap}
     return {k: v.astype(jnp.float32) for k, v in outputs.items()}
 
 
