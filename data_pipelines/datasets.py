@@ -100,6 +100,21 @@ register('cuhk03_np_detected')(_cuhk03_np('detected'))
 register('cuhk03_np_labeled')(_cuhk03_np('labeled'))
 
 
+def _cuhk03_classic(kind: str) -> Loader:
+  def load(cfg: ml_collections.ConfigDict) -> dict[str, ReIDSplit]:
+    return _extracted(
+        cfg, lambda root, data_dir: cuhk03.load_cuhk03_classic(root, kind, cfg.get('trial', 1),
+                                                               data_dir),
+        '/path/to/cuhk03_release/cuhk-03.mat', f'the {kind} boxes and 20 test splits; split '
+        '1..20 from config.dataset.trial')
+  return load
+
+
+# Classic CUHK03 (1,367 / 100 identities, 20 splits): evaluate with config.eval.protocol='cuhk03'.
+register('cuhk03_detected')(_cuhk03_classic('detected'))
+register('cuhk03_labeled')(_cuhk03_classic('labeled'))
+
+
 @register('randperson')
 def _randperson(cfg: ml_collections.ConfigDict) -> dict[str, ReIDSplit]:
   return _extracted(cfg, randperson.load_randperson, '/path/to/randperson',

@@ -166,7 +166,8 @@ RANGES: dict[str, Range] = {
     'seed': SEED,
     'batch_size': COUNT,
     # dataset
-    'dataset.trial': _int(1, note='RegDB split file 1..10; VehicleID draw seed'),
+    'dataset.trial': _int(1, note='RegDB split file 1..10; classic CUHK03 split 1..20; '
+                          'VehicleID draw seed'),
     **_synth_ranges('dataset.synth', max_ids=4999, max_cameras=9, max_duration=30000,
                     min_width=8),
     'dataset.synth.num_distractors': NONNEG_INT,
@@ -275,6 +276,7 @@ RANGES: dict[str, Range] = {
     'eval.rerank_k1': COUNT,
     'eval.rerank_k2': COUNT,
     'eval.rerank_lambda': PROB,
+    'eval.cuhk03_repeats': COUNT,
     # QAConv (config.qaconv)
     'qaconv.gs_pre_epochs': NONNEG_INT,
     'qaconv.decay_ratio': DECAY,
@@ -311,6 +313,12 @@ RANGES: dict[str, Range] = {
     'cluster_contrast.momentum': PROB,
     'cluster_contrast.max_clusters': _int(0, note='0: training images // min_samples'),
     'cluster_contrast.eval_every_epochs': _int(0, note='0: never'),
+}
+
+
+# The string keys with a fixed set of values (checked like the numeric ranges).
+CHOICES: dict[str, tuple[str, ...]] = {
+    'eval.protocol': ('market', 'cuhk03'),
 }
 
 
@@ -375,6 +383,10 @@ def _check_pairs(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f'config.pplr.bn_group_size={group} does not divide '
                         f'config.batch_size={batch}: use a divisor of the batch, or 0 (whole '
                         'batch).')
+  if 'cross_modality' in config and get('eval.protocol') == 'cuhk03':
+    raise ConfigError("config.eval.protocol='cuhk03' is not read by the cross-modality method: "
+                      'it evaluates with config.cross_modality.protocol; leave eval.protocol at '
+                      "'market'.")
   _check_synth_specs(config)
 
 
@@ -395,7 +407,7 @@ def _check_synth_specs(config: ml_collections.ConfigDict) -> None:
 
 
 def check_ranges(config: ml_collections.ConfigDict) -> None:
-  """Checks every key of `RANGES` that `config` has, then the rules between keys.
+  """Checks every key of `RANGES` and `CHOICES` that `config` has, then the rules between keys.
 
   Raises:
     ConfigError: the first value out of range, naming the key, its value and the valid range.
@@ -408,4 +420,8 @@ def check_ranges(config: ml_collections.ConfigDict) -> None:
       if isinstance(value, list):
         value = tuple(value)
       raise ConfigError(f'config.{key}={value!r} is out of range: must be {valid.describe()}.')
+  for key, valid in CHOICES.items():
+    value = _get(config, key)
+    if value is not _MISSING and value not in valid:
+      raise ConfigError(f'config.{key}={value!r} is not one of {", ".join(map(repr, valid))}.')
   _check_pairs(config)

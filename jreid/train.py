@@ -210,9 +210,8 @@ def histogram_baseline(config: ml_collections.ConfigDict, splits) -> dict[str, f
                                               batch_size=config.eval.batch_size):
       chunks.append(histogram.color_histogram_features(batch['image'][batch['mask']]))
     feats[name] = np.concatenate(chunks)
-  return evaluator.rank_metrics(feats['query'], feats['gallery'], splits['query'],
-                                splits['gallery'], metric='cosine',
-                                max_rank=config.eval.max_rank).to_dict()
+  return evaluator.rank_with_protocol((feats['query'], feats['gallery'], 'cosine'),
+                                      splits['query'], splits['gallery'], config.eval).to_dict()
 
 
 def evaluate_testsets(run: Run, state: TrainState) -> dict[str, dict[str, float]]:

@@ -44,7 +44,6 @@ from jreid import models
 from jreid import objectives
 from jreid import parallel
 from jreid import parts
-from jreid.evaluation import evaluate_rank
 from jreid.evaluation import qaconv_rerank
 from jreid.evaluation import tlift as tlift_lib
 from jreid.method import Data, Inference, Method, TrainState
@@ -279,11 +278,9 @@ def build(config: ml_collections.ConfigDict, data: Data, mesh: jax.sharding.Mesh
     gmaps = test_maps_of(state.params, state.batch_stats, gallery, config.input,
                          config.eval.batch_size)
     qg = scores(state, qmaps, gmaps)
-    max_rank = config.eval.max_rank
 
     def rank(dist, roc=False):
-      return evaluate_rank(dist, query.pids, gallery.pids, query.camids, gallery.camids,
-                           max_rank=max_rank, roc=roc)
+      return evaluator.rank_with_protocol(dist, query, gallery, config.eval, roc=roc)
 
     dist = qaconv_rerank.qaconv_distance(qg)
     result = rank(dist, roc=post and config.eval.roc)
