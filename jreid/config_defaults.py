@@ -153,6 +153,11 @@ def method_config(name: str) -> ml_collections.ConfigDict:
   for key, value in own.items():
     config[key] = value
   config.method = name
+  if 'pretrained' in config.model and 'pretrained_scope' not in config.model:
+    # What config.model.pretrained fills (jreid.weights): 'backbone' (ImageNet weights, or the
+    # backbone of a trained model) | 'all' (a trained model as released: FastReID model zoo,
+    # QAConv, PPLR, AGW; --mode=eval then tests it without a checkpoint of its own).
+    config.model.pretrained_scope = 'backbone'
   return config
 
 

@@ -318,6 +318,7 @@ RANGES: dict[str, Range] = {
 
 # The string keys with a fixed set of values (checked like the numeric ranges).
 CHOICES: dict[str, tuple[str, ...]] = {
+    'model.pretrained_scope': ('backbone', 'all'),
     'eval.protocol': ('market', 'cuhk03'),
 }
 
@@ -383,6 +384,10 @@ def _check_pairs(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f'config.pplr.bn_group_size={group} does not divide '
                         f'config.batch_size={batch}: use a divisor of the batch, or 0 (whole '
                         'batch).')
+  if get('model.pretrained_scope') == 'all' and not get('model.pretrained'):
+    raise ConfigError("config.model.pretrained_scope='all' loads a whole trained model from "
+                      'config.model.pretrained, which is empty: pass the weight file with '
+                      '--config.model.pretrained=FILE.')
   if 'cross_modality' in config and get('eval.protocol') == 'cuhk03':
     raise ConfigError("config.eval.protocol='cuhk03' is not read by the cross-modality method: "
                       'it evaluates with config.cross_modality.protocol; leave eval.protocol at '

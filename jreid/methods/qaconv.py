@@ -159,13 +159,17 @@ def inference(config: ml_collections.ConfigDict, num_classes: int) -> Inference:
 
 
 def _load_trunk(config: ml_collections.ConfigDict):
-  """ImageNet weights of a ResNet (torchvision / IBN-Net state dict) for the layer3 trunk."""
+  """ImageNet weights of a ResNet (torchvision / IBN-Net state dict) for the layer3 trunk; with
+  config.model.pretrained_scope='all', a released QAConv checkpoint (network and matcher,
+  `jreid.weights_qaconv`) for the whole model."""
   path = config.model.get('pretrained', '')
   if not path:
     return None
 
   def load(variables):
     from jreid import weights  # pylint: disable=g-import-not-at-top
+    if config.model.get('pretrained_scope', 'backbone') == 'all':
+      return weights.load_pretrained(variables, path, config.model, scope='all', log=parts.log)
     net = weights.load_pretrained_trunk(
         {'params': variables['params']['net'], 'batch_stats': variables['batch_stats']['net']},
         path, config.model)
