@@ -30,6 +30,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.combine_all = False  # Train on train + query + gallery (QAConv --combine_all).
   c.dataset.test_size = 'small'  # VehicleID / VERI-Wild test list: 'small' | 'medium' | 'large'.
   c.dataset.trial = 1  # RegDB split file 1..10; classic CUHK03 split 1..20; VehicleID draw seed.
+  # Multi-source training (FastReID DATASETS.NAMES): further datasets whose training images join
+  # this one's, each 'name' or 'name:/path/to/root' (as eval.testsets), e.g.
+  # ('msmt17:/data/MSMT17_V1',). Identities and cameras of each source stay apart; query and
+  # gallery are config.dataset.name's.
+  c.dataset.sources = ()
   c.dataset.synth = ml_collections.ConfigDict(dataclasses.asdict(synthreid.SynthReIDSpec()))
   # SynthVehicleSpec of dataset 'synthvehicle' (VeRi-776 layout).
   c.dataset.synth_vehicle = ml_collections.ConfigDict(

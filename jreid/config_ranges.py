@@ -392,7 +392,35 @@ def _check_pairs(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("config.eval.protocol='cuhk03' is not read by the cross-modality method: "
                       'it evaluates with config.cross_modality.protocol; leave eval.protocol at '
                       "'market'.")
+  _check_sources(config)
   _check_synth_specs(config)
+
+
+def _check_sources(config: ml_collections.ConfigDict) -> None:
+  """config.dataset.sources: known dataset names, each once, not the run's own dataset."""
+  sources = _get(config, 'dataset.sources')
+  if sources is _MISSING or not sources:
+    return
+  if isinstance(sources, str):
+    raise ConfigError(f'config.dataset.sources={sources!r} must be a tuple of dataset names, '
+                      f'e.g. --config.dataset.sources="(\'synthreid_b\',)".')
+  if 'cross_modality' in config:
+    raise ConfigError('config.dataset.sources is not supported by the cross-modality method (its '
+                      'modality is read from the camera ids of one dataset); leave it empty.')
+  from data_pipelines import datasets  # pylint: disable=g-import-not-at-top
+  names = [str(entry).partition(':')[0] for entry in sources]
+  for name in names:
+    if name not in datasets.DATASETS:
+      raise ConfigError(f'config.dataset.sources: unknown dataset {name!r}; known: '
+                        f'{", ".join(sorted(datasets.DATASETS))}.')
+  own = _get(config, 'dataset.name')
+  if own in names:
+    raise ConfigError(f'config.dataset.sources names {own!r}, the run\'s own dataset '
+                      '(config.dataset.name), which is always the first source: list only the '
+                      'others.')
+  twice = sorted({n for n in names if names.count(n) > 1})
+  if twice:
+    raise ConfigError(f'config.dataset.sources names {twice[0]!r} twice: each dataset once.')
 
 
 def _check_synth_specs(config: ml_collections.ConfigDict) -> None:
