@@ -100,6 +100,21 @@ register('cuhk03_np_detected')(_cuhk03_np('detected'))
 register('cuhk03_np_labeled')(_cuhk03_np('labeled'))
 
 
+def _cuhk03_classic(kind: str) -> Loader:
+  def load(cfg: ml_collections.ConfigDict) -> dict[str, ReIDSplit]:
+    return _extracted(
+        cfg, lambda root, data_dir: cuhk03.load_cuhk03_classic(root, kind, cfg.get('trial', 1),
+                                                               data_dir),
+        '/path/to/cuhk03_release/cuhk-03.mat', f'the {kind} boxes and 20 test splits; split '
+        '1..20 from config.dataset.trial')
+  return load
+
+
+# Classic CUHK03 (1,367 / 100 identities, 20 splits): evaluate with config.eval.protocol='cuhk03'.
+register('cuhk03_detected')(_cuhk03_classic('detected'))
+register('cuhk03_labeled')(_cuhk03_classic('labeled'))
+
+
 @register('randperson')
 def _randperson(cfg: ml_collections.ConfigDict) -> dict[str, ReIDSplit]:
   return _extracted(cfg, randperson.load_randperson, '/path/to/randperson',
@@ -207,12 +222,25 @@ def load_dataset(cfg: ml_collections.ConfigDict,
                  required: tuple[str, ...] = ('train', 'query', 'gallery')
                  ) -> dict[str, ReIDSplit]:
   """The 'train', 'query' and 'gallery' splits of `cfg.name`; `required` ones must be non-empty
-  (a test set only needs 'query' and 'gallery', e.g. the test-only Partial-REID)."""
+  (a test set only needs 'query' and 'gallery', e.g. the test-only Partial-REID).
+
+  With `cfg.sources` (multi-source training), 'train' also holds the training images of those
+  datasets, their ids and cameras kept apart (`combine.combine_sources`); `combine_all` applies
+  to every source.
+  """
   if cfg.name not in DATASETS:
     raise DatasetError(f'unknown dataset {cfg.name!r}; known: {", ".join(sorted(DATASETS))}')
   splits = DATASETS[cfg.name](cfg)
   if cfg.get('combine_all', False):  # Train on train + query + gallery (QAConv).
     splits = combine.combine_all(splits, junk_pids=combine.junk_ids(cfg.name))
+  sources = tuple(cfg.get('sources', ()) or ())
+  if sources:
+    named = [(cfg.name, splits)]
+    for entry in sources:
+      source_cfg = _entry_config(cfg, entry)
+      source_cfg.sources = ()
+      named.append((source_cfg.name, load_dataset(source_cfg, required=('train',))))
+    splits = combine.combine_sources(named)
   for name in required:
     if name not in splits or len(splits[name]) == 0:
       raise DatasetError(f'dataset {cfg.name!r} has an empty {name!r} split' + (
@@ -227,12 +255,21 @@ def load_testset(cfg: ml_collections.ConfigDict, entry: str) -> dict[str, ReIDSp
   Everything else (cache folder, synthetic specs, test size, trial) comes from `cfg`
   (config.dataset); combine-all never applies to a test set.
   """
-  name, _, root = str(entry).partition(':')
-  test_cfg = ml_collections.ConfigDict(cfg.to_dict())
-  test_cfg.name = name
+  test_cfg = _entry_config(cfg, entry)
   test_cfg.combine_all = False
-  if root:
-    test_cfg.root = root
-  elif name != cfg.name:
-    test_cfg.root = ''
+  if 'sources' in test_cfg:
+    test_cfg.sources = ()
   return load_dataset(test_cfg, required=('query', 'gallery'))
+
+
+def _entry_config(cfg: ml_collections.ConfigDict, entry: str) -> ml_collections.ConfigDict:
+  """A copy of `cfg` for another dataset named by 'name' or 'name:root' (a test set or a
+  source): its root from the entry, or from `cfg` when it names the same dataset."""
+  name, _, root = str(entry).partition(':')
+  other = ml_collections.ConfigDict(cfg.to_dict())
+  other.name = name
+  if root:
+    other.root = root
+  elif name != cfg.name:
+    other.root = ''
+  return other

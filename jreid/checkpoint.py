@@ -12,6 +12,7 @@ safetensors or a pickle-free `.npz`, told apart by their first bytes) for the we
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -229,6 +230,39 @@ def _is_tensor(value: Any) -> bool:
   return hasattr(value, 'shape') and hasattr(value, 'dtype')
 
 
+def _numpy_globals() -> list[Any]:
+  """What `torch.load(weights_only=True)` may rebuild besides tensors: numpy arrays, scalars and
+  dtypes, which released checkpoints keep beside their weights (AGW's cross-modality baseline
+  stores its test CMC curve as an array). Under the names of numpy 2 and of numpy 1, which wrote
+  most of those files."""
+  from numpy._core import multiarray  # pylint: disable=g-import-not-at-top
+  reconstruct = multiarray._reconstruct  # pylint: disable=protected-access
+  dtypes = {type(np.dtype(code)) for code in '?bhilqBHILQefdgFDGUSV'}
+  return [reconstruct, multiarray.scalar, np.ndarray, np.dtype, *dtypes,
+          (reconstruct, 'numpy.core.multiarray._reconstruct'),
+          (multiarray.scalar, 'numpy.core.multiarray.scalar')]
+
+
+# Where released checkpoints nest their weights: FastReID 'model', open-reid/PPLR 'state_dict',
+# AGW's cross-modality baseline 'net'.
+_NESTED_KEYS = ('state_dict', 'model', 'net')
+# QAConv's checkpoint.pth.tar holds the network under 'model' and the matcher inside the loss
+# module under 'criterion': both are weights of the model, kept as 'model.*' and 'criterion.*'.
+_SPLIT_KEYS = ('model', 'criterion')
+
+
+def _unwrap_checkpoint(obj: Any) -> Any:
+  """The state dict inside a checkpoint dict (see `_NESTED_KEYS`, `_SPLIT_KEYS`), or `obj`."""
+  if not isinstance(obj, Mapping):
+    return obj
+  if all(isinstance(obj.get(key), Mapping) for key in _SPLIT_KEYS):
+    return {f'{key}.{name}': value for key in _SPLIT_KEYS for name, value in obj[key].items()}
+  for key in _NESTED_KEYS:
+    if isinstance(obj.get(key), Mapping):
+      return obj[key]
+  return obj
+
+
 # What load_torch_state_dict reads, for the messages about what a file is instead.
 EXPECTED_WEIGHTS = ('expected PyTorch weights written by torch.save(model.state_dict(), path), a '
                     '.safetensors file or an .npz of named arrays')
@@ -310,9 +344,11 @@ def load_torch_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]
 
   The format is judged from the file's first bytes (`sniff_weight_file`), whatever its name:
   torch.save's formats with `torch.load(weights_only=True)` (needs torch), which refuses
-  arbitrary pickled objects, unwrapping a checkpoint dict that nests the weights under
-  'state_dict' or 'model'; safetensors with the safetensors package; `.npz` with
-  `np.load(allow_pickle=False)`. `pip install "jreid[torch]"` installs both packages.
+  arbitrary pickled objects (numpy arrays beside the weights are allowed), unwrapping a checkpoint
+  dict that nests the weights under 'state_dict', 'model' or 'net' (QAConv's 'model' and
+  'criterion' become 'model.*' and 'criterion.*'); safetensors with the safetensors package;
+  `.npz` with `np.load(allow_pickle=False)`. `pip install "jreid[torch]"` installs both
+  packages.
 
   Raises:
     FileNotFoundError: no file at `path`.
@@ -352,17 +388,16 @@ def load_torch_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]
                             ) from None
     try:
       with open(path, 'rb') as f:  # A file object: torch.load judges a path by its suffix.
-        obj = torch.load(f, weights_only=True, map_location='cpu')
+        allowed = getattr(torch.serialization, 'safe_globals', None)  # torch >= 2.5
+        with allowed(_numpy_globals()) if allowed else contextlib.nullcontext():
+          obj = torch.load(f, weights_only=True, map_location='cpu')
     except Exception as e:  # pylint: disable=broad-except
       first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
       raise WeightFileError(
           f'{path} cannot be loaded as PyTorch weights with weights_only=True ({first}). jreid '
           'never unpickles arbitrary objects: save the weights with '
           'torch.save(model.state_dict(), path).') from None
-    for key in ('state_dict', 'model'):
-      if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
-        obj = obj[key]
-        break
+    obj = _unwrap_checkpoint(obj)
   else:
     raise WeightFileError(f'{path} is not a weight file: it is {what}; {EXPECTED_WEIGHTS}.')
   if not isinstance(obj, Mapping) or not obj:

@@ -29,7 +29,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.cache_dir = ''  # Synthetic data and prepared TFDS files; default $JREID_CACHE or ~/.cache/jreid.
   c.dataset.combine_all = False  # Train on train + query + gallery (QAConv --combine_all).
   c.dataset.test_size = 'small'  # VehicleID / VERI-Wild test list: 'small' | 'medium' | 'large'.
-  c.dataset.trial = 1  # RegDB split file 1..10; VehicleID query/gallery draw seed.
+  c.dataset.trial = 1  # RegDB split file 1..10; classic CUHK03 split 1..20; VehicleID draw seed.
+  # Multi-source training (FastReID DATASETS.NAMES): further datasets whose training images join
+  # this one's, each 'name' or 'name:/path/to/root' (as eval.testsets), e.g.
+  # ('msmt17:/data/MSMT17_V1',). Identities and cameras of each source stay apart; query and
+  # gallery are config.dataset.name's.
+  c.dataset.sources = ()
   c.dataset.synth = ml_collections.ConfigDict(dataclasses.asdict(synthreid.SynthReIDSpec()))
   # SynthVehicleSpec of dataset 'synthvehicle' (VeRi-776 layout).
   c.dataset.synth_vehicle = ml_collections.ConfigDict(
@@ -115,6 +120,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.batch_size = 128
   c.eval.metric = 'cosine'  # 'cosine' | 'euclidean'
   c.eval.max_rank = 50
+  # Rank metrics: 'market' (every gallery item; FastReID's protocol) | 'cuhk03' (classic CUHK03
+  # single-gallery-shot: one gallery image per identity drawn at random, cuhk03_repeats draws
+  # averaged; mAP from the full ranking; jreid.evaluation.evaluate_cuhk03).
+  c.eval.protocol = 'market'
+  c.eval.cuhk03_repeats = 10
   c.eval.untrained = True  # Also evaluate the network before the first step.
   c.eval.histogram_baseline = True  # Hand-crafted colour-histogram baseline in the report.
   c.eval.rank_list_queries = 8  # Queries shown in the report's rank-list grid.
@@ -148,6 +158,11 @@ def method_config(name: str) -> ml_collections.ConfigDict:
   for key, value in own.items():
     config[key] = value
   config.method = name
+  if 'pretrained' in config.model and 'pretrained_scope' not in config.model:
+    # What config.model.pretrained fills (jreid.weights): 'backbone' (ImageNet weights, or the
+    # backbone of a trained model) | 'all' (a trained model as released: FastReID model zoo,
+    # QAConv, PPLR, AGW; --mode=eval then tests it without a checkpoint of its own).
+    config.model.pretrained_scope = 'backbone'
   return config
 
 

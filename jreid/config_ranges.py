@@ -166,7 +166,8 @@ RANGES: dict[str, Range] = {
     'seed': SEED,
     'batch_size': COUNT,
     # dataset
-    'dataset.trial': _int(1, note='RegDB split file 1..10; VehicleID draw seed'),
+    'dataset.trial': _int(1, note='RegDB split file 1..10; classic CUHK03 split 1..20; '
+                          'VehicleID draw seed'),
     **_synth_ranges('dataset.synth', max_ids=4999, max_cameras=9, max_duration=30000,
                     min_width=8),
     'dataset.synth.num_distractors': NONNEG_INT,
@@ -279,6 +280,7 @@ RANGES: dict[str, Range] = {
     'eval.rerank_k1': COUNT,
     'eval.rerank_k2': COUNT,
     'eval.rerank_lambda': PROB,
+    'eval.cuhk03_repeats': COUNT,
     # DSR partial matching (config.dsr, supervised methods)
     'dsr.lam': POSITIVE,
     'dsr.scales': _int(1, each=True, note='block sizes of the multi-scale representation'),
@@ -322,6 +324,13 @@ RANGES: dict[str, Range] = {
 # Distillation (config.distill): the teacher's network has the ranges of config.model.
 RANGES.update({'distill.teacher_model.' + key[len('model.'):]: valid
                for key, valid in list(RANGES.items()) if key.startswith('model.')})
+
+
+# The string keys with a fixed set of values (checked like the numeric ranges).
+CHOICES: dict[str, tuple[str, ...]] = {
+    'model.pretrained_scope': ('backbone', 'all'),
+    'eval.protocol': ('market', 'cuhk03'),
+}
 
 
 _MISSING = object()
@@ -385,7 +394,43 @@ def _check_pairs(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f'config.pplr.bn_group_size={group} does not divide '
                         f'config.batch_size={batch}: use a divisor of the batch, or 0 (whole '
                         'batch).')
+  if get('model.pretrained_scope') == 'all' and not get('model.pretrained'):
+    raise ConfigError("config.model.pretrained_scope='all' loads a whole trained model from "
+                      'config.model.pretrained, which is empty: pass the weight file with '
+                      '--config.model.pretrained=FILE.')
+  if 'cross_modality' in config and get('eval.protocol') == 'cuhk03':
+    raise ConfigError("config.eval.protocol='cuhk03' is not read by the cross-modality method: "
+                      'it evaluates with config.cross_modality.protocol; leave eval.protocol at '
+                      "'market'.")
+  _check_sources(config)
   _check_synth_specs(config)
+
+
+def _check_sources(config: ml_collections.ConfigDict) -> None:
+  """config.dataset.sources: known dataset names, each once, not the run's own dataset."""
+  sources = _get(config, 'dataset.sources')
+  if sources is _MISSING or not sources:
+    return
+  if isinstance(sources, str):
+    raise ConfigError(f'config.dataset.sources={sources!r} must be a tuple of dataset names, '
+                      f'e.g. --config.dataset.sources="(\'synthreid_b\',)".')
+  if 'cross_modality' in config:
+    raise ConfigError('config.dataset.sources is not supported by the cross-modality method (its '
+                      'modality is read from the camera ids of one dataset); leave it empty.')
+  from data_pipelines import datasets  # pylint: disable=g-import-not-at-top
+  names = [str(entry).partition(':')[0] for entry in sources]
+  for name in names:
+    if name not in datasets.DATASETS:
+      raise ConfigError(f'config.dataset.sources: unknown dataset {name!r}; known: '
+                        f'{", ".join(sorted(datasets.DATASETS))}.')
+  own = _get(config, 'dataset.name')
+  if own in names:
+    raise ConfigError(f'config.dataset.sources names {own!r}, the run\'s own dataset '
+                      '(config.dataset.name), which is always the first source: list only the '
+                      'others.')
+  twice = sorted({n for n in names if names.count(n) > 1})
+  if twice:
+    raise ConfigError(f'config.dataset.sources names {twice[0]!r} twice: each dataset once.')
 
 
 def _check_synth_specs(config: ml_collections.ConfigDict) -> None:
@@ -405,7 +450,7 @@ def _check_synth_specs(config: ml_collections.ConfigDict) -> None:
 
 
 def check_ranges(config: ml_collections.ConfigDict) -> None:
-  """Checks every key of `RANGES` that `config` has, then the rules between keys.
+  """Checks every key of `RANGES` and `CHOICES` that `config` has, then the rules between keys.
 
   Raises:
     ConfigError: the first value out of range, naming the key, its value and the valid range.
@@ -418,4 +463,8 @@ def check_ranges(config: ml_collections.ConfigDict) -> None:
       if isinstance(value, list):
         value = tuple(value)
       raise ConfigError(f'config.{key}={value!r} is out of range: must be {valid.describe()}.')
+  for key, valid in CHOICES.items():
+    value = _get(config, key)
+    if value is not _MISSING and value not in valid:
+      raise ConfigError(f'config.{key}={value!r} is not one of {", ".join(map(repr, valid))}.')
   _check_pairs(config)

@@ -46,6 +46,32 @@ class EvalOutput:
                             self.metric)[0]
 
 
+def protocol_kwargs(eval_cfg: ml_collections.ConfigDict, seed: int = 0) -> dict[str, Any]:
+  """The ranking protocol of `config.eval` as keyword arguments of `evaluate_rank`:
+  `protocol` ('market' or 'cuhk03'), and for 'cuhk03' its repeats and sampling seed."""
+  protocol = eval_cfg.get('protocol', 'market')
+  if protocol == 'market':
+    return {'protocol': 'market'}
+  return {'protocol': protocol, 'num_repeats': int(eval_cfg.get('cuhk03_repeats', 10)),
+          'seed': int(seed)}
+
+
+def rank_with_protocol(distmat, query, gallery, eval_cfg: ml_collections.ConfigDict,
+                       roc: bool = False) -> RankResult:
+  """`evaluate_rank` of `distmat` (a distance matrix or (query_feats, gallery_feats, metric))
+  with config.eval's protocol and max_rank. The ROC, a verification measure over all pairs, is
+  the Market protocol's under either protocol."""
+  kwargs = protocol_kwargs(eval_cfg)
+  ids = (query.pids, gallery.pids, query.camids, gallery.camids)
+  market = kwargs['protocol'] == 'market'
+  result = evaluate_rank(distmat, *ids, max_rank=eval_cfg.max_rank, roc=roc and market,
+                         **kwargs)
+  if roc and not market:
+    curve = evaluate_rank(distmat, *ids, max_rank=eval_cfg.max_rank, roc=True).roc
+    result = dataclasses.replace(result, roc=curve)
+  return result
+
+
 def rank_metrics(query_feats: np.ndarray, gallery_feats: np.ndarray, query, gallery, metric: str,
                  max_rank: int) -> RankResult:
   """Market-protocol rank metrics of features of the `query` and `gallery` splits."""
@@ -57,14 +83,14 @@ def evaluate_embeddings(qf: np.ndarray, gf: np.ndarray, query, gallery,
                         eval_cfg: ml_collections.ConfigDict, post: bool = True) -> EvalOutput:
   """Market-protocol rank metrics of query and gallery embeddings.
 
-  `config.eval` options: `metric`, `max_rank`, `roc` (TPR at FPR 1e-4/1e-3/1e-2 and the curve for
-  the report), and the post-processing row `aqe` (FastReID's alpha query expansion of query and
+  `config.eval` options: `metric`, `max_rank`, `protocol` ('market' or CUHK03's single-gallery-
+  shot 'cuhk03', `cuhk03_repeats` draws), `roc` (TPR at FPR 1e-4/1e-3/1e-2 and the curve for the
+  report), and the post-processing row `aqe` (FastReID's alpha query expansion of query and
   gallery) then `rerank` (k-reciprocal re-ranking, scalable mode), reported next to the plain
   result. `post=False` leaves out the ROC and the post-processed row.
   """
   ev = eval_cfg
-  result = evaluate_features(qf, gf, query.pids, gallery.pids, query.camids, gallery.camids,
-                             metric=ev.metric, max_rank=ev.max_rank, roc=post and ev.roc)
+  result = rank_with_protocol((qf, gf, ev.metric), query, gallery, ev, roc=post and ev.roc)
   output = EvalOutput(result.to_dict(), result, qf, gf, metric=ev.metric, query=query,
                       gallery=gallery)
   if not post:
@@ -78,12 +104,10 @@ def evaluate_embeddings(qf: np.ndarray, gf: np.ndarray, query, gallery,
   if ev.rerank:
     dist = rerank_features(pq, pg, k1=ev.rerank_k1, k2=ev.rerank_k2,
                            lambda_value=ev.rerank_lambda, metric=ev.metric)
-    post_result = evaluate_rank(dist, query.pids, gallery.pids, query.camids, gallery.camids,
-                                max_rank=ev.max_rank)
+    post_result = rank_with_protocol(dist, query, gallery, ev)
     steps.append('rerank')
   elif steps:
-    post_result = evaluate_features(pq, pg, query.pids, gallery.pids, query.camids,
-                                    gallery.camids, metric=ev.metric, max_rank=ev.max_rank)
+    post_result = rank_with_protocol((pq, pg, ev.metric), query, gallery, ev)
   if steps:
     output.extra_rows[' + '.join(steps)] = post_result.to_dict()
   return output

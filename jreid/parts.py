@@ -79,15 +79,17 @@ def initial_state(inference: Inference, tx: optax.GradientTransformation,
 
 def pretrained_loader(config: ml_collections.ConfigDict):
   """`variables -> variables` with the weights of config.model.pretrained (torchvision, timm or
-  IBN-Net ImageNet ResNets, FastReID model-zoo checkpoints: jreid.weights.load_pretrained) in the
-  model's backbone; None when config.model.pretrained is empty."""
+  IBN-Net ImageNet ResNets, FastReID model-zoo checkpoints, PPLR's released weights:
+  jreid.weights.load_pretrained) in the model's backbone, or in the whole model with
+  config.model.pretrained_scope='all'; None when config.model.pretrained is empty."""
   path = config.model.get('pretrained', '')
   if not path:
     return None
+  scope = config.model.get('pretrained_scope', 'backbone')
 
   def load(variables):
     from jreid import weights  # pylint: disable=g-import-not-at-top
-    return weights.load_pretrained(variables, path, config.model)
+    return weights.load_pretrained(variables, path, config.model, scope=scope, log=log)
 
   return load
 
@@ -95,8 +97,11 @@ def pretrained_loader(config: ml_collections.ConfigDict):
 def fingerprint(config: ml_collections.ConfigDict, num_classes: int, **more) -> dict[str, Any]:
   """What a checkpoint must match to be restored into this run: the method, the model config,
   the classifier size, the dataset, SWA (its average is in the optimiser state), and `more`."""
-  fp = {'method': config.method, 'model': json.loads(config.model.to_json_best_effort()),
-        'num_classes': int(num_classes), 'dataset': config.dataset.name}
+  model = json.loads(config.model.to_json_best_effort())
+  if model.get('pretrained_scope') == 'backbone':
+    del model['pretrained_scope']  # The default: checkpoints from before the key still restore.
+  fp = {'method': config.method, 'model': model, 'num_classes': int(num_classes),
+        'dataset': config.dataset.name}
   if optim.swa_enabled(config.optim):
     fp['swa'] = True
   fp.update(more)

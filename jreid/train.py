@@ -210,9 +210,8 @@ def histogram_baseline(config: ml_collections.ConfigDict, splits) -> dict[str, f
                                               batch_size=config.eval.batch_size):
       chunks.append(histogram.color_histogram_features(batch['image'][batch['mask']]))
     feats[name] = np.concatenate(chunks)
-  return evaluator.rank_metrics(feats['query'], feats['gallery'], splits['query'],
-                                splits['gallery'], metric='cosine',
-                                max_rank=config.eval.max_rank).to_dict()
+  return evaluator.rank_with_protocol((feats['query'], feats['gallery'], 'cosine'),
+                                      splits['query'], splits['gallery'], config.eval).to_dict()
 
 
 def evaluate_testsets(run: Run, state: TrainState) -> dict[str, dict[str, float]]:
@@ -447,11 +446,18 @@ class _StopSignals:
     return False
 
 
+def _whole_pretrained_model(config: ml_collections.ConfigDict) -> bool:
+  return bool(config.model.get('pretrained', '')) and (
+      config.model.get('pretrained_scope', 'backbone') == 'all')
+
+
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                         checkpoint_path: str | None = None) -> dict[str, float]:
   """--mode=eval: tests the latest checkpoint of the workdir, or the given checkpoint directory,
   writing `eval-<step>/` (config, metrics, report) in the workdir; the training run's own
-  config.json, metrics and report are never touched."""
+  config.json, metrics and report are never touched. A workdir without checkpoints and
+  config.model.pretrained with config.model.pretrained_scope='all' tests that released model
+  (`eval-0/`)."""
   reference = published_rows(config)
   if checkpoint_path:
     checkpoint.check_checkpoint_path(checkpoint_path)  # A mistyped path fails before the data.
@@ -459,11 +465,18 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   if checkpoint_path:
     state = checkpoint.restore_from_path(checkpoint_path, run.method.state,
                                          run.method.fingerprint)
+  elif run.checkpointer.latest_step() is None and _whole_pretrained_model(config):
+    # A released model (config.model.pretrained with scope 'all'), tested as it was loaded.
+    state = run.method.state
+    log(f'no checkpoint in {run.workdir}/checkpoints: evaluating the weights of '
+        f'{config.model.pretrained} (config.model.pretrained_scope=all)')
   else:
     if run.checkpointer.latest_step() is None:
       run.checkpointer.close()
       raise FileNotFoundError(f'no checkpoint in {run.workdir}/checkpoints to evaluate: train '
-                              'first, or pass --checkpoint=DIR/checkpoints/<step>.')
+                              'first, pass --checkpoint=DIR/checkpoints/<step>, or test a '
+                              'released model with --config.model.pretrained=FILE '
+                              '--config.model.pretrained_scope=all.')
     state = run.checkpointer.restore(run.method.state)
   out_dir = run.workdir / f'eval-{int(state.step)}'
   if jax.process_index() == 0:

@@ -2,6 +2,7 @@
 config's default variant trains end to end on a tiny synthetic set."""
 
 import importlib
+import json
 
 import pytest
 
@@ -99,8 +100,17 @@ def test_default_variant_trains_end_to_end(name, tmp_path, cache_dir):
   if name == 'mgn':
     config.input.height = 48  # 3 stripes of the stride-16 map
     config.model.head.embedding_dim = 8
+  if name == 'sbs':
+    # Multi-source training (tests/test_multi_source.py): a second synthetic domain's identities
+    # train with SynthReID's.
+    config.dataset.sources = ('synthreid_b',)
   results = train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert results['steps'] == 3
   for key in ('rank1', 'mAP', 'mINP'):
     assert 0.0 <= results[key] <= 1.0
   assert (tmp_path / 'run' / 'report.md').exists()
+  if name == 'sbs':  # The classifier has a class per identity of both domains.
+    checkpoints = tmp_path / 'run' / 'checkpoints'
+    step = max(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
+    meta = json.loads((checkpoints / str(step) / 'meta' / 'metadata').read_text())
+    assert meta['num_classes'] == 2 * config.dataset.synth.num_train_ids

@@ -282,4 +282,5 @@ def test_each_state_dict_finds_its_converter():
   for name, state_dicts in cases.items():
     for sd in state_dicts:
       assert weights.find_converter(sd).name == name, sorted(sd)
-  assert [c.name for c in weights.CONVERTERS] == ['osnet', 'fastreid', 'resnet']
+  assert [c.name for c in weights.CONVERTERS] == ['qaconv', 'pplr', 'agw', 'osnet', 'fastreid',
+                                                  'resnet']

@@ -292,12 +292,17 @@ def build(config: ml_collections.ConfigDict, data: Data, mesh: jax.sharding.Mesh
 
 
 def _load_weights(config: ml_collections.ConfigDict):
-  """ImageNet weights of a ResNet into both streams (`load_pretrained_two_stream`), or None."""
+  """ImageNet weights of a ResNet into both streams (`load_pretrained_two_stream`); with
+  config.model.pretrained_scope='all', a released AGW model (`jreid.weights_agw`) for the whole
+  model; None without config.model.pretrained."""
   path = config.model.get('pretrained', '')
   if not path:
     return None
 
   def load(variables):
+    if config.model.get('pretrained_scope', 'backbone') == 'all':
+      from jreid import weights  # pylint: disable=g-import-not-at-top
+      return weights.load_pretrained(variables, path, config.model, scope='all', log=parts.log)
     variables, left_out = load_pretrained_two_stream(variables, path, config.model)
     parts.log(f'pretrained weights from {path}; left as initialised: {", ".join(left_out)}')
     return variables
@@ -334,6 +339,10 @@ def load_pretrained_two_stream(variables: dict[str, Any], path: str | os.PathLik
     raise weights.WeightConversionError(
         f'{source} is a FastReID checkpoint; the two-stream model takes a plain ImageNet ResNet '
         'state dict (torchvision, timm or IBN-Net) in config.model.pretrained.')
+  if weights.find_converter(state_dict).name == 'agw':
+    raise weights.WeightConversionError(
+        f'{source} is a whole AGW cross-modality model: load it with '
+        "--config.model.pretrained_scope=all (the default 'backbone' takes ImageNet weights).")
   flat = traverse_util.flatten_dict(jax.device_get(variables))
   backbone = {p for p in flat if p[1:2] == ('backbone',)}
   streams = {p[3] for p in backbone if p[2] == 'visible'}  # conv1, bn1 (+ layer1_*)

@@ -57,7 +57,6 @@ from jreid import models
 from jreid import objectives
 from jreid import parallel
 from jreid import parts
-from jreid.evaluation import evaluate_rank
 from jreid.evaluation import qaconv_rerank
 from jreid.evaluation import tlift as tlift_lib
 from jreid.method import Data, Inference, Method, TrainState
@@ -278,13 +277,17 @@ def class_memory_scores(matcher, matcher_variables, maps: jax.Array, memory: jax
 
 
 def _load_trunk(config: ml_collections.ConfigDict):
-  """ImageNet weights of a ResNet (torchvision / IBN-Net state dict) for the layer3 trunk."""
+  """ImageNet weights of a ResNet (torchvision / IBN-Net state dict) for the layer3 trunk; with
+  config.model.pretrained_scope='all', a released QAConv checkpoint (network and matcher,
+  `jreid.weights_qaconv`) for the whole model."""
   path = config.model.get('pretrained', '')
   if not path:
     return None
 
   def load(variables):
     from jreid import weights  # pylint: disable=g-import-not-at-top
+    if config.model.get('pretrained_scope', 'backbone') == 'all':
+      return weights.load_pretrained(variables, path, config.model, scope='all', log=parts.log)
     net = weights.load_pretrained_trunk(
         {'params': variables['params']['net'], 'batch_stats': variables['batch_stats']['net']},
         path, config.model)
@@ -440,11 +443,9 @@ def build(config: ml_collections.ConfigDict, data: Data, mesh: jax.sharding.Mesh
     gmaps = test_maps_of(state.params, state.batch_stats, gallery, config.input,
                          config.eval.batch_size)
     qg = scores(state, qmaps, gmaps)
-    max_rank = config.eval.max_rank
 
     def rank(dist, roc=False):
-      return evaluate_rank(dist, query.pids, gallery.pids, query.camids, gallery.camids,
-                           max_rank=max_rank, roc=roc)
+      return evaluator.rank_with_protocol(dist, query, gallery, config.eval, roc=roc)
 
     dist = qaconv_rerank.qaconv_distance(qg)
     result = rank(dist, roc=post and config.eval.roc)
