@@ -31,6 +31,7 @@ from jreid import checkpoint as checkpoint_lib
 from jreid import embed
 from jreid import method as method_lib
 from jreid import parallel
+from jreid import parts
 
 PyTree = Any
 PathLike = str | os.PathLike
@@ -157,7 +158,7 @@ def _restore(path: pathlib.Path, config: ml_collections.ConfigDict, mesh: jax.sh
     model = meta.get('model') or {}
     meta = {**meta, 'method': 'cross_modality' if model.get('name') == 'two_stream'
             else 'supervised'}
-  expected = {'method': config.method, 'model': json.loads(config.model.to_json_best_effort())}
+  expected = {'method': config.method, 'model': parts.model_fingerprint(config.model)}
   checkpoint_lib.check_fingerprint({k: meta.get(k) for k in expected}, expected, path)
   inference = _inference(config, int(meta['num_classes']))
   abstract = jax.eval_shape(inference.init, jax.random.key(0))

@@ -137,7 +137,9 @@ class Method:
       schedule); None: config.train.epochs.
     begin_epoch, end_epoch: `(state, epoch) -> state` hooks (a sampler rebuilt from the current
       model, pseudo labels, an adaptive schedule), or None.
-    report_sections: `(state, output) -> [(title, markdown, PNG name or None)]`, or None.
+    report_sections: `(state, output, out_dir) -> [(title, markdown, PNG path relative to
+      out_dir, or None)]`, or None; plots it draws go to out_dir (the run's workdir, or the
+      `eval-<step>/` folder of --mode=eval).
     lr_scale: `extra -> scalar` multiplying every update (QAConv's adaptive decay), or None.
   """
   name: str
@@ -155,7 +157,8 @@ class Method:
   num_epochs: Callable[[TrainState], int] | None = None
   begin_epoch: EpochHook | None = None
   end_epoch: EpochHook | None = None
-  report_sections: Callable[[TrainState, Any], list[tuple[str, str, str | None]]] | None = None
+  report_sections: Callable[[TrainState, Any, pathlib.Path],
+                            list[tuple[str, str, str | None]]] | None = None
   lr_scale: Callable[[PyTree], jax.Array] | None = None
 
 

@@ -94,14 +94,19 @@ def pretrained_loader(config: ml_collections.ConfigDict):
   return load
 
 
+def model_fingerprint(model_config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """config.model as a checkpoint records it (and `jreid.FeatureExtractor` checks it)."""
+  model = json.loads(model_config.to_json_best_effort())
+  if model.get('pretrained_scope') == 'backbone':
+    del model['pretrained_scope']  # The default: checkpoints from before the key still restore.
+  return model
+
+
 def fingerprint(config: ml_collections.ConfigDict, num_classes: int, **more) -> dict[str, Any]:
   """What a checkpoint must match to be restored into this run: the method, the model config,
   the classifier size, the dataset, SWA (its average is in the optimiser state), and `more`."""
-  model = json.loads(config.model.to_json_best_effort())
-  if model.get('pretrained_scope') == 'backbone':
-    del model['pretrained_scope']  # The default: checkpoints from before the key still restore.
-  fp = {'method': config.method, 'model': model, 'num_classes': int(num_classes),
-        'dataset': config.dataset.name}
+  fp = {'method': config.method, 'model': model_fingerprint(config.model),
+        'num_classes': int(num_classes), 'dataset': config.dataset.name}
   if optim.swa_enabled(config.optim):
     fp['swa'] = True
   fp.update(more)

@@ -268,7 +268,7 @@ def table_rows(results: dict[str, Any], baselines: dict[str, Any] | None = None,
 def _report(run: Run, out_dir: pathlib.Path, state: TrainState, output: evaluator.EvalOutput,
             rows, curves: pathlib.Path) -> None:
   if jax.process_index() == 0:
-    sections = (run.method.report_sections(state, output) if run.method.report_sections
+    sections = (run.method.report_sections(state, output, out_dir) if run.method.report_sections
                 else [])
     report.write_report(out_dir, run.config, run.data.splits, run.method.describe, output,
                         rows=rows, extra_sections=sections, curves_path=curves)

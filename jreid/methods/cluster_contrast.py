@@ -26,6 +26,7 @@ shared Baseline (backbone, GeM pooling, BNNeck) without a classifier.
 
 from __future__ import annotations
 
+import os
 import pathlib
 
 import flax
@@ -254,13 +255,14 @@ def build(config: ml_collections.ConfigDict, data: Data, mesh: jax.sharding.Mesh
         f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}' for k, v in row.items()))
     return state
 
-  def report_sections(state, output):
+  def report_sections(state, output, out_dir):
     del state, output
-    if epoch_log.plot() is None:
+    png = epoch_log.plot()
+    if png is None:
       return []
     return [('Pseudo-labelling per epoch', 'Clusters and outliers of DBSCAN, clustering quality '
              'against the hidden training identities (NMI; reported only, never used in '
-             'training) and test mAP after each epoch.', epoch_log.png.name)]
+             'training) and test mAP after each epoch.', os.path.relpath(png, out_dir))]
 
   m = config.model
   describe = (

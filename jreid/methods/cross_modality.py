@@ -237,7 +237,7 @@ def build(config: ml_collections.ConfigDict, data: Data, mesh: jax.sharding.Mesh
     rows.append((f'{reverse.replace("_", " ")} (full test sets)', f'{reverse}_'))
     return [(label, prefix) for label, prefix in rows if f'{prefix}mAP' in metrics]
 
-  def report_sections(state: TrainState, output: evaluator.EvalOutput):
+  def report_sections(state: TrainState, output: evaluator.EvalOutput, out_dir: pathlib.Path):
     """Both directions' metrics in one table, and the rank lists of the other direction
     (gallery modality to query modality; the query direction's are the report's own)."""
     from jreid import report  # pylint: disable=g-import-not-at-top
@@ -256,7 +256,7 @@ def build(config: ml_collections.ConfigDict, data: Data, mesh: jax.sharding.Mesh
     reverse = evaluator.EvalOutput({}, output.result, output.gallery_features,
                                    output.query_features, metric=output.metric)
     report.plot_rank_lists(output.gallery, output.query, reverse.query_distances,
-                           workdir / 'rank_lists_reverse.png',
+                           out_dir / 'rank_lists_reverse.png',
                            num_queries=config.eval.rank_list_queries)
     name = reverse_name().replace('_', ' ')
     return sections + [(

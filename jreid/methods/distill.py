@@ -326,7 +326,7 @@ def build(config: ml_collections.ConfigDict, data: Data, mesh: jax.sharding.Mesh
               f'{config.batch_size}, input {config.input.height}x{config.input.width}'
               f'{parts.describe_options(config)}.')
 
-  def report_sections(state, output):
+  def report_sections(state, output, out_dir):
     del state, output
     metrics_path = pathlib.Path(source['workdir']) / 'metrics.json' if 'workdir' in source else None
     if metrics_path is None or not metrics_path.exists():

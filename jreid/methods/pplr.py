@@ -44,6 +44,7 @@ Sections owned: `model` (PPLR's part network), `loss`, `sampler` (K), `pplr`.
 
 from __future__ import annotations
 
+import os
 import pathlib
 from typing import Any
 
@@ -301,15 +302,16 @@ def build(config: ml_collections.ConfigDict, data: Data, mesh: jax.sharding.Mesh
         if k != 'agreement') + f', agreement {np.round(row["agreement"], 3).tolist()}')
     return state
 
-  def report_sections(state, output):
+  def report_sections(state, output, out_dir):
     """The per-epoch pseudo-labelling curves (clusters, outliers, NMI, agreement, test mAP)."""
     del state, output
-    if epoch_log.plot() is None:
+    png = epoch_log.plot()
+    if png is None:
       return []
     return [('Pseudo-labelling per epoch', 'Clusters and outliers of DBSCAN, clustering quality '
              'against the hidden training identities (NMI; reported only, never used in '
              'training), mean cross agreement per part, and test mAP after each epoch.',
-             'pplr_epochs.png')]
+             os.path.relpath(png, out_dir))]
 
   m = config.model
   describe = (

@@ -465,7 +465,7 @@ def build(config: ml_collections.ConfigDict, data: Data, mesh: jax.sharding.Mesh
     return evaluator.EvalOutput(result.to_dict(), result, distmat=dist, extra_rows=extra_rows,
                                 query=query, gallery=gallery)
 
-  def report_sections(state: TrainState, output: evaluator.EvalOutput):
+  def report_sections(state: TrainState, output: evaluator.EvalOutput, out_dir: pathlib.Path):
     """Correspondences of a few queries with their best gallery match (paper Fig. 2)."""
     from jreid import report  # pylint: disable=g-import-not-at-top
     query, gallery = output.query, output.gallery
@@ -483,7 +483,7 @@ def build(config: ml_collections.ConfigDict, data: Data, mesh: jax.sharding.Mesh
                     report.decode_image(gallery.images[gi], size),
                     qmaps[k], gmaps[k], f'query {query.pids[qi]} / top-1 {gallery.pids[gi]} '
                     f'({same})'))
-    plot_correspondences(pairs, workdir / 'correspondences.png', qmaps.shape[1:3])
+    plot_correspondences(pairs, out_dir / 'correspondences.png', qmaps.shape[1:3])
     return [('QAConv correspondences', 'Each query (left) with its top-ranked gallery image '
              '(right); lines join the most confident matched locations (the best gallery '
              'location of each query location), brightest = most confident.',
