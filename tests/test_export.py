@@ -190,8 +190,17 @@ def _needs(fmt):
     pytest.importorskip('onnxruntime')
 
 
-@pytest.mark.parametrize('fmt', export.FORMATS)
-@pytest.mark.parametrize('name', list(MODELS))
+# The suite checks ONNX for every model, TFLite for ResNet, IBN and QAConv, and StableHLO and
+# SavedModel for ResNet and QAConv; the deep graphs' (OSNet, MGN) other formats and IBN's
+# StableHLO and SavedModel are in `pytest -m slow` (the budget of the suite, not their behaviour).
+_IN_SUITE = {('resnet', 'stablehlo'), ('resnet', 'savedmodel'), ('resnet', 'tflite'),
+             ('resnet_ibn', 'tflite'), ('qaconv', 'stablehlo'), ('qaconv', 'savedmodel'),
+             ('qaconv', 'tflite')} | {(name, 'onnx') for name in MODELS}
+
+
+@pytest.mark.parametrize('name,fmt', [
+    pytest.param(name, fmt, marks=() if (name, fmt) in _IN_SUITE else pytest.mark.slow)
+    for name in MODELS for fmt in export.FORMATS])
 def test_export_matches_jreid(name, fmt, tmp_path):
   _needs(fmt)
   fn, variables, expected = _model(name)

@@ -1,8 +1,6 @@
 """PPLR: losses against plain numpy references, pseudo-labelling pieces, model, and one tiny run."""
 
 import dataclasses
-import json
-import pathlib
 
 import flax.linen as nn
 import jax
@@ -311,6 +309,7 @@ def tiny_config(tmp_path, variant=None):
   return config
 
 
+@pytest.mark.slow  # The suite trains :cam in test_training_never_reads_identity_labels.
 def test_end_to_end_cam_variant(tmp_path):
   config = tiny_config(tmp_path, 'cam')
   results = train.train_and_evaluate(config, str(tmp_path / 'run'))
@@ -325,8 +324,9 @@ def test_end_to_end_cam_variant(tmp_path):
 
 def test_training_never_reads_identity_labels(tmp_path):
   """begin_epoch + train steps give the same state when the train split's labels and pids are
-  replaced by garbage: only images and cameras feed training."""
-  config = tiny_config(tmp_path)
+  replaced by garbage: only images and cameras feed training (the :cam variant, whose camera
+  proxies read the cameras)."""
+  config = tiny_config(tmp_path, 'cam')
 
   def run_once(workdir, train_split=None):
     run = train.build_run(config, workdir)
