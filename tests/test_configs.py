@@ -94,7 +94,8 @@ def _tiny(config, cache):
   return config
 
 
-@pytest.mark.parametrize('name', ['agw', 'sbs', pytest.param('mgn', marks=pytest.mark.slow)])
+@pytest.mark.parametrize('name', [pytest.param('agw', marks=pytest.mark.slow), 'sbs',
+                                  pytest.param('mgn', marks=pytest.mark.slow)])
 def test_default_variant_trains_end_to_end(name, tmp_path, cache_dir):
   config = _tiny(_module(name).get_config(), cache_dir)
   if name == 'mgn':

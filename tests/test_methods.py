@@ -172,6 +172,14 @@ def test_every_method_resumes_exactly_and_its_checkpoint_evaluates(name, tmp_pat
                                       str(tmp_path / 'straight' / 'checkpoints' / str(last)))
   assert results['step'] == last and 0.0 <= results['mAP'] <= 1.0
   assert (tmp_path / 'eval' / f'eval-{last}' / 'report.md').exists()
+  if name == 'qaconv':
+    # Its own rows (QAConv-score re-ranking, then TLift) and the ROC of its distances (frozen
+    # BatchNorm: tests/test_qaconv.py).
+    for row in ('rerank/', 'rerank + TLift/'):
+      assert 0.0 <= results[f'{row}mAP'] <= 1.0, row
+    assert 0.0 <= results['TPR@FPR=1e-02'] <= 1.0
+    text = (tmp_path / 'eval' / f'eval-{last}' / 'report.md').read_text()
+    assert 'trained + rerank + TLift' in text and 'QAConv-GS' in text
   with pytest.raises(FileNotFoundError, match=rf'does not exist; .* holds the checkpoints of step {last}'):
     train.evaluate_checkpoint(config, str(tmp_path / 'eval'),
                               str(tmp_path / 'straight' / 'checkpoints' / '999'))

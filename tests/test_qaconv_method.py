@@ -1,4 +1,5 @@
-"""QAConv-GS through the shared train loop: end to end, resume, the adaptive schedule."""
+"""QAConv-GS through the shared train loop: the adaptive schedule, pretrained trunks, options (its
+end-to-end run, resume and --mode=eval: tests/test_methods.py)."""
 
 import jax
 import numpy as np
@@ -27,34 +28,6 @@ def tiny_config(tmp_path, epochs=2, frozen_bn=True):
   config.eval.batch_size = 16
   config.eval.rank_list_queries = 2
   return config
-
-
-def _restore(config, workdir):
-  run = train.build_run(config, workdir, write_config=False)
-  state = run.checkpointer.restore(run.method.state)
-  run.checkpointer.close()
-  return jax.device_get(state)
-
-
-def test_qaconv_end_to_end_rows_and_frozen_backbone_statistics(tmp_path):
-  # Exact resume (the graph sampler's pointers of an interrupted epoch, restored from the
-  # checkpoint) and --mode=eval of a QAConv checkpoint: tests/test_methods.py.
-  run = tmp_path / 'run'
-  results = train.train_and_evaluate(tiny_config(tmp_path, epochs=1), str(run))
-  for row in ('', 'rerank/', 'rerank + TLift/'):
-    assert 0.0 <= results[f'{row}mAP'] <= 1.0, row
-  assert 0.0 <= results['TPR@FPR=1e-02'] <= 1.0  # config.eval.roc on QAConv's distances
-  assert results['steps'] == 12  # One batch per training class.
-  text = (run / 'report.md').read_text()
-  assert 'trained + rerank + TLift' in text and 'QAConv-GS' in text
-
-  # The backbone's BatchNorm statistics never move (the reference trains in eval mode).
-  config = tiny_config(tmp_path, epochs=1)
-  c = _restore(config, run)
-  assert int(c.step) == 12
-  fresh = train.build_run(config, tmp_path / 'fresh').method.state
-  jax.tree.map(np.testing.assert_array_equal, c.batch_stats['net'],
-               jax.device_get(fresh.batch_stats['net']))
 
 
 def test_adaptive_schedule():
