@@ -5,13 +5,16 @@ resume; the same tiny config in several files; `python -m jreid.main` subprocess
 which would compile the same XLA programs again. JAX's persistent compilation cache, shared by
 the xdist workers and inherited by subprocesses through the environment, compiles each once.
 Programs are keyed by their HLO, compile options and JAX version, so a cached program is the
-program that would have been compiled.
+program that would have been compiled. The tests' programs are tiny and compiling them is most of
+their time, so LLVM's backend optimisation is off (XLA's own graph optimisations, which decide
+what is computed, still run).
 """
 
 import os
 import tempfile
 
-os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8 '
+                      '--xla_backend_optimization_level=0')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',

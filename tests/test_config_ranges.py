@@ -225,7 +225,7 @@ def test_overrides_are_applied_as_ml_collections_applies_them():
 
 
 def _run_main(args, cwd=REPO) -> tuple[subprocess.CompletedProcess, float]:
-  env = {**os.environ, 'XLA_FLAGS': ''}
+  env = {**os.environ, 'XLA_FLAGS': tiny.XLA_FLAGS}
   env.pop('JREID_TRACEBACK', None)
   start = time.monotonic()
   proc = subprocess.run([sys.executable, '-m', 'jreid.main', *map(str, args)], cwd=cwd,

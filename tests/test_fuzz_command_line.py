@@ -158,7 +158,7 @@ def test_bad_command_lines_are_one_line_errors(tmp_path, workdir):
   cases = _cases(tmp_path, workdir)
   assert len(cases) >= 50, len(cases)
   before = _digest(workdir)
-  env = {**os.environ, 'XLA_FLAGS': '', 'JREID_CACHE': str(tmp_path / 'cache')}
+  env = {**os.environ, 'XLA_FLAGS': tiny.XLA_FLAGS, 'JREID_CACHE': str(tmp_path / 'cache')}
   env.pop('JREID_TRACEBACK', None)
   out = subprocess.run([sys.executable, '-c', _DRIVER], input=json.dumps(cases), cwd=tiny.REPO,
                        capture_output=True, text=True, env=env, timeout=300)

@@ -85,7 +85,7 @@ def test_configs_load_from_any_folder(tmp_path):
           f'  config_checks.check_config(config_checks.load_config_file("{tiny.REPO}/configs/"'
           ' + name + ".py"))\n'
           'print("ok")')
-  env = {**os.environ, 'XLA_FLAGS': '', 'PYTHONPATH': str(tiny.REPO)}
+  env = {**os.environ, 'XLA_FLAGS': tiny.XLA_FLAGS, 'PYTHONPATH': str(tiny.REPO)}
   out = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, capture_output=True,
                        text=True, env=env, timeout=300)
   assert out.returncode == 0 and out.stdout.strip() == 'ok', out.stderr

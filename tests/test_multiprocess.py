@@ -52,7 +52,7 @@ def _start(workdir: pathlib.Path, tmp_path: pathlib.Path, record: str, devices: 
     coordinator, count, index = process
     cmd += [f'--coordinator={coordinator}', f'--num_processes={count}', f'--process_id={index}',
             f'--heartbeat_timeout={HEARTBEAT_S}']
-  env = {**os.environ, 'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}',
+  env = {**os.environ, 'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices} {tiny.XLA_FLAGS}',
          'JREID_RECORD_DIR': str(tmp_path / record),
          # The resumed job reuses the first one's compiled step (same code, same layout).
          'JAX_COMPILATION_CACHE_DIR': str(tmp_path / f'jit-cache-{devices}'),

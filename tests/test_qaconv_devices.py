@@ -89,7 +89,7 @@ def test_two_processes_split_the_query_blocks_and_both_get_every_score(tmp_path)
   with socket.socket() as s:
     s.bind(('localhost', 0))
     port = s.getsockname()[1]
-  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
+  env = {**os.environ, 'XLA_FLAGS': f'--xla_force_host_platform_device_count=2 {tiny.XLA_FLAGS}'}
   procs = [subprocess.Popen([sys.executable, '-c', _TWO_PROCESS_SCRIPT, f'localhost:{port}',
                              str(i), str(tmp_path / f'{i}.npy')], cwd=tiny.REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -48,7 +48,7 @@ def cache(tmp_path_factory) -> pathlib.Path:
 
 def _main(args, env=None, timeout=300) -> subprocess.CompletedProcess:
   """`python -m jreid.main ARGS` on one CPU device."""
-  env = {**os.environ, 'XLA_FLAGS': '', **(env or {})}
+  env = {**os.environ, 'XLA_FLAGS': tiny.XLA_FLAGS, **(env or {})}
   env.pop('JREID_TRACEBACK', None)
   return subprocess.run([sys.executable, '-m', 'jreid.main', *map(str, args)], cwd=REPO,
                         capture_output=True, text=True, env=env, timeout=timeout)
@@ -499,7 +499,7 @@ def test_sigkill_at_a_random_moment_then_resume_gives_the_uninterrupted_result(t
   # Compiled programs are shared through a persistent cache: only the first run compiles.
   env = {'JAX_COMPILATION_CACHE_DIR': str(tmp_path / 'jax_cache'),
          'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
-         'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '-1', 'XLA_FLAGS': ''}
+         'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '-1', 'XLA_FLAGS': tiny.XLA_FLAGS}
   run = tmp_path / 'run'
   cmd = [sys.executable, '-m', 'jreid.main', *_command(run, cache)]
   proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -182,7 +182,7 @@ def test_stop_signal_writes_a_checkpoint_and_exits_cleanly(tmp_path, signum, cod
   cmd = [sys.executable, '-m', 'jreid.main', '--config=configs/bagtricks.py', f'--workdir={run}']
   cmd += [f'--config.{k}={v}' for k, v in overrides.items()]
   proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          env={**os.environ, 'XLA_FLAGS': ''})
+                          env={**os.environ, 'XLA_FLAGS': tiny.XLA_FLAGS})
   deadline = time.time() + 300
   while not metric_writers.read_jsonl(run / 'metrics.jsonl'):
     assert proc.poll() is None, proc.communicate()

@@ -13,6 +13,10 @@ from jreid import config_checks
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
+# XLA_FLAGS of the jreid processes tests start (one CPU device): tiny programs compile faster
+# without LLVM's backend optimisation (conftest.py).
+XLA_FLAGS = '--xla_backend_optimization_level=0'
+
 OVERRIDES = {
     'dataset.synth.num_train_ids': 16, 'dataset.synth.num_test_ids': 12,
     'dataset.synth.num_distractors': 10, 'dataset.synth.num_junk': 5,
