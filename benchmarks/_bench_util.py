@@ -147,9 +147,10 @@ class Timer:
     self.seconds = time.perf_counter() - self.start
 
 
-def machine_info() -> dict:
+def machine_info(packages=('jax', 'jaxlib', 'numpy', 'scipy', 'numba', 'llvmlite')) -> dict:
+  """{'machine', 'versions' (of `packages` where installed), 'date'} of a benchmark record."""
   versions = {}
-  for name in ('jax', 'jaxlib', 'numpy', 'scipy', 'numba', 'llvmlite'):
+  for name in packages:
     try:
       versions[name] = metadata.version(name)
     except metadata.PackageNotFoundError:

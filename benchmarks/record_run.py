@@ -5,18 +5,15 @@
 
 Everything after `--` goes to `python -m jreid.main` (a fresh --workdir is added unless given).
 The record holds the command, the commit, the machine (cores, load average at the start, device),
-the versions, the wall and CPU time of the whole process, and the run's metrics.json; an existing
-record is kept beside the new one as NAME.previous.json.
+the versions, the wall and CPU time of the whole process, the run's metrics.json and its per-epoch
+logs (`*_epochs.jsonl`); an existing record is kept beside the new one as NAME.previous.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
 import pathlib
-import platform
 import resource
 import shlex
 import subprocess
@@ -25,17 +22,10 @@ import tempfile
 import time
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / 'benchmarks'))
+import _bench_util  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-
-def _versions() -> dict[str, str]:
-  from importlib import metadata  # pylint: disable=g-import-not-at-top
-  out = {'python': platform.python_version()}
-  for name in ('jax', 'jaxlib', 'flax', 'optax', 'numpy', 'tensorflow', 'orbax-checkpoint'):
-    try:
-      out[name] = metadata.version(name)
-    except metadata.PackageNotFoundError:
-      pass
-  return out
+PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy', 'tensorflow', 'orbax-checkpoint')
 
 
 def _commit() -> str:
@@ -67,7 +57,8 @@ def main() -> int:
   workdir = pathlib.Path(next(a for a in main_args if a.startswith('--workdir='))
                          .split('=', 1)[1])
   command = [sys.executable, '-m', 'jreid.main', *main_args]
-  load = os.getloadavg()
+  info = _bench_util.machine_info(PACKAGES)
+  commit = _commit()  # The code that runs, before anything else changes the tree.
   start = time.time()
   process = subprocess.run(command, cwd=REPO)
   wall = time.time() - start
@@ -79,16 +70,16 @@ def main() -> int:
   record = {
       'benchmark': args.what or f'default run: {" ".join(main_args[:-1])}',
       'command': 'python -m jreid.main ' + ' '.join(shlex.quote(a) for a in main_args),
-      'commit': _commit(),
-      'date': datetime.date.today().isoformat(),
-      'machine': {'platform': platform.platform(), 'cpu_count': os.cpu_count(),
-                  'load_average_at_start': [round(x, 2) for x in load],
-                  'device': 'CPU only (no GPU lent to this task)'},
-      'versions': _versions(),
+      'commit': commit,
+      'date': info['date'],
+      'machine': {**info['machine'], 'device': 'CPU only (no GPU lent to this task)'},
+      'versions': info['versions'],
       'wall_time_s': round(wall, 1),
       'cpu_time_s': round(usage.ru_utime + usage.ru_stime, 1),
       'metrics': json.loads((workdir / 'metrics.json').read_text()),
   }
+  for log in sorted(workdir.glob('*_epochs.jsonl')):  # Per-epoch logs of the methods that keep one.
+    record[log.stem] = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
   if out.exists():
     out.replace(out.with_suffix('.previous.json'))
   tmp = out.with_name(f'.{out.name}.tmp')

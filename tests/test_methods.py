@@ -9,7 +9,6 @@
 """
 
 import os
-import signal
 import subprocess
 import sys
 
@@ -123,20 +122,6 @@ def _tiny(name, tmp_path):
   return config
 
 
-def _interrupt_at(run, stop):
-  """Sends SIGTERM to this process after global step `stop` (the loop then checkpoints and raises
-  Preempted), as a preempted job would get it."""
-  step_fn = run.train_step
-
-  def step(state, batch):
-    state, metrics = step_fn(state, batch)
-    if int(state.step) == stop:
-      os.kill(os.getpid(), signal.SIGTERM)
-    return state, metrics
-
-  run.train_step = step
-
-
 def _assert_same(a, b):
   for x, y in ((a.params, b.params), (a.batch_stats, b.batch_stats), (a.extra, b.extra),
                (a.opt_state, b.opt_state)):
@@ -155,7 +140,7 @@ def test_every_method_resumes_exactly_and_its_checkpoint_evaluates(name, tmp_pat
   # Stopped after the first step of epoch 2 (its sampler, pseudo labels and graph come from
   # the checkpoint, not rebuilt), then resumed from the checkpoint.
   run = train.build_run(config, tmp_path / 'resumed')
-  _interrupt_at(run, spe + 1)
+  tiny.interrupt_at(run, spe + 1)
   with pytest.raises(train.Preempted, match=f'step {spe + 1}/{2 * spe}'):
     train.train(run, run.method.state, 0)
   run.checkpointer.close()

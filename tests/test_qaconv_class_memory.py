@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import signal
 
 import jax
 import numpy as np
@@ -43,18 +41,6 @@ def test_shuffle_sampler_is_a_pure_function_of_seed_and_epoch():
                                 np.concatenate([epoch0[4:], sampler.epoch(1)[:2]]))
   with pytest.raises(ValueError, match='fewer than one batch of config.batch_size=64'):
     qaconv_method.ShuffleSampler(50, 64, seed=0)
-
-
-def _interrupt_at(run, stop):
-  step_fn = run.train_step
-
-  def step(state, batch):
-    state, metrics = step_fn(state, batch)
-    if int(state.step) == stop:
-      os.kill(os.getpid(), signal.SIGTERM)
-    return state, metrics
-
-  run.train_step = step
 
 
 def test_class_memory_training_lowers_the_loss_and_resumes_exactly(tmp_path):
@@ -100,7 +86,7 @@ def test_class_memory_training_lowers_the_loss_and_resumes_exactly(tmp_path):
   # Stopped inside epoch 2 and resumed from its checkpoint: the memory, the matcher statistics
   # and the weights end as in the uninterrupted run.
   run = train.build_run(config, tmp_path / 'resumed')
-  _interrupt_at(run, spe + 2)
+  tiny.interrupt_at(run, spe + 2)
   with pytest.raises(train.Preempted):
     train.train(run, run.method.state, 0)
   run.checkpointer.close()

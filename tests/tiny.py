@@ -7,7 +7,9 @@ a SynthReID of 16 + 12 identities, a width-8 backbone, 32x16 images, batch 16, 3
 
 from __future__ import annotations
 
+import os
 import pathlib
+import signal
 
 from jreid import config_checks
 
@@ -78,3 +80,17 @@ def config(name: str, tmp_path, variant: str | None = None, **kwargs):
   """configs/<name>.py[:variant], shrunk (`shrink`), its data cached under tmp_path/cache."""
   spec = f'{REPO}/configs/{name}.py' + (f':{variant}' if variant else '')
   return shrink(config_checks.load_config_file(spec), pathlib.Path(tmp_path) / 'cache', **kwargs)
+
+
+def interrupt_at(run, stop: int) -> None:
+  """Sends SIGTERM to this process after global step `stop` of `run` (the loop then checkpoints
+  and raises train.Preempted), as a preempted job would get it."""
+  step_fn = run.train_step
+
+  def step(state, batch):
+    state, metrics = step_fn(state, batch)
+    if int(state.step) == stop:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return state, metrics
+
+  run.train_step = step
