@@ -21,13 +21,3 @@ os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
                       os.path.join(tempfile.gettempdir(), f'jreid-tests-xla-cache-{os.getuid()}'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
-
-# pytest-xdist (--dist loadfile) hands whole files to the workers in collection order: the files
-# that take minutes go first, so that no worker is left alone with one of them at the end.
-_LONG_FIRST = ('test_train.py', 'test_methods.py', 'test_multiprocess.py', 'test_reliability.py',
-               'test_distill.py', 'test_cli.py', 'test_configs.py', 'test_export.py')
-
-
-def pytest_collection_modifyitems(items):
-  rank = {name: i for i, name in enumerate(_LONG_FIRST)}
-  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # Stable: the rest keep order.
