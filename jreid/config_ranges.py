@@ -21,7 +21,11 @@ from typing import Any
 
 import ml_collections
 
-from jreid.config_checks import ConfigError
+
+
+class ConfigError(ValueError):
+  """The config file or a command-line override is wrong; the message names the fix
+  (`jreid.config_checks.ConfigError`, defined here so that this module needs no other)."""
 
 # The input batch (height x width x images) is refused above this many pixels: 2**28 pixels are
 # 3 GiB of float32 RGB input before the first convolution, far beyond any re-ID recipe (a
