@@ -26,6 +26,20 @@ from jreid.method import Data, Inference, TrainState
 PyTree = Any
 
 
+def image_inference(model, config: ml_collections.ConfigDict) -> Inference:
+  """`Inference` of a model whose eval-mode outputs hold 'embedding' for uint8 images at
+  config.input's size (the Baseline, PPLR's part network, ...)."""
+  images = jnp.zeros((1, config.input.height, config.input.width, 3), jnp.uint8)
+
+  def init(rng):
+    return model.init(rng, images, train=False)
+
+  def embed_fn(variables, images):
+    return model.apply(variables, images, train=False)['embedding']
+
+  return Inference(model=model, init=init, embed=embed_fn)
+
+
 def log(msg: str) -> None:
   """A line on stdout from process 0 only."""
   if jax.process_index() == 0:

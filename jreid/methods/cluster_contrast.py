@@ -157,16 +157,7 @@ class ClusterContrastState:
 def inference(config: ml_collections.ConfigDict, num_classes: int) -> Inference:
   """The Baseline without a classifier; embeddings are its post-BNNeck features."""
   del num_classes  # No classifier: the memory holds one centroid per pseudo identity.
-  model = models.build_model(config.model, 0)
-  images = jnp.zeros((1, config.input.height, config.input.width, 3), jnp.uint8)
-
-  def init(rng):
-    return model.init(rng, images, train=False)
-
-  def embed_fn(variables, images):
-    return model.apply(variables, images, train=False)['embedding']
-
-  return Inference(model=model, init=init, embed=embed_fn)
+  return parts.image_inference(models.build_model(config.model, 0), config)
 
 
 def build(config: ml_collections.ConfigDict, data: Data, mesh: jax.sharding.Mesh,

@@ -118,16 +118,8 @@ def capacity(config: ml_collections.ConfigDict, num_train: int) -> int:
 
 def inference(config: ml_collections.ConfigDict, num_classes: int) -> Inference:
   """The part network; test embeddings are its L2-normalised global features."""
-  model = pplr_model.build_pplr(config.model, num_classes, int(config.pplr.num_parts))
-  images = jnp.zeros((1, config.input.height, config.input.width, 3), jnp.uint8)
-
-  def init(rng):
-    return model.init(rng, images, train=False)
-
-  def embed_fn(variables, images):
-    return model.apply(variables, images, train=False)['embedding']
-
-  return Inference(model=model, init=init, embed=embed_fn)
+  return parts.image_inference(
+      pplr_model.build_pplr(config.model, num_classes, int(config.pplr.num_parts)), config)
 
 
 def reinit_classifiers(params: Any, centroids: list[np.ndarray], num_parts: int) -> Any:

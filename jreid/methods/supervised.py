@@ -54,21 +54,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                      'config.dsr.enabled=False.')
 
 
-def _images(config: ml_collections.ConfigDict, n: int = 1) -> jax.Array:
-  return jnp.zeros((n, config.input.height, config.input.width, 3), jnp.uint8)
-
-
 def inference(config: ml_collections.ConfigDict, num_classes: int) -> Inference:
   """The model and its embedding (`outputs['embedding']` in eval mode)."""
-  model = models.build_model(config.model, num_classes)
-
-  def init(rng):
-    return model.init(rng, _images(config), train=False)
-
-  def embed(variables, images):
-    return model.apply(variables, images, train=False)['embedding']
-
-  return Inference(model=model, init=init, embed=embed)
+  return parts.image_inference(models.build_model(config.model, num_classes), config)
 
 
 def evaluation(inf: Inference, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
