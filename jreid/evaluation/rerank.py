@@ -140,18 +140,13 @@ def local_query_expansion(v: scipy.sparse.csr_matrix, rank: np.ndarray,
   return expanded
 
 
-def jaccard_of_weights(v: scipy.sparse.csr_matrix, rows: np.ndarray, cols: np.ndarray,
-                       out: np.ndarray | None = None) -> np.ndarray:
-  """``1 - m / (2 - m)``, ``m[a, b] = sum_j min(V[rows[a], j], V[cols[b], j])``, float32.
-
-  Pairs whose ``V`` rows share no support have ``m = 0``, distance exactly 1: only the pairs
-  reached through the inverted index are summed. Written into ``out`` when given.
-  """
+def _shared_overlaps(v: scipy.sparse.csr_matrix, rows: np.ndarray, cols: np.ndarray):
+  """Yields ``(start, n_rows, shared, m)`` per chunk of ``rows``: the flat indices into the
+  ``[n_rows, len(cols)]`` block of the pairs whose ``V`` rows share support, and their float32
+  ``m = sum_j min(V[rows[a], j], V[cols[b], j])`` (every other pair of the block has ``m = 0``)."""
   v = v.tocsr()
   # Inverted index: for each feature j, the positions b with V[cols[b], j] != 0.
   inverted = v[cols].T.tocsr()  # [features, len(cols)]
-  if out is None:
-    out = np.empty((len(rows), len(cols)), np.float32)
   chunk = max(1, _JACCARD_CHUNK_ELEMENTS // max(len(cols), 1))
   for start in range(0, len(rows), chunk):
     block = v[rows[start:start + chunk]].tocoo()
@@ -163,8 +158,24 @@ def jaccard_of_weights(v: scipy.sparse.csr_matrix, rows: np.ndarray, cols: np.nd
     flat = np.repeat(block.row.astype(np.int64), counts) * len(cols) + inverted.indices[entry]
     n_rows = min(chunk, len(rows) - start)
     overlap = np.bincount(flat, weights=mins, minlength=n_rows * len(cols))
-    overlap = overlap.reshape(n_rows, len(cols)).astype(np.float32)
-    out[start:start + n_rows] = 1.0 - overlap / (2.0 - overlap)
+    shared = np.flatnonzero(overlap)
+    yield start, n_rows, shared, overlap[shared].astype(np.float32)
+
+
+def jaccard_of_weights(v: scipy.sparse.csr_matrix, rows: np.ndarray, cols: np.ndarray,
+                       out: np.ndarray | None = None) -> np.ndarray:
+  """``1 - m / (2 - m)``, ``m[a, b] = sum_j min(V[rows[a], j], V[cols[b], j])``, float32.
+
+  Pairs whose ``V`` rows share no support have ``m = 0``, distance exactly 1: only the pairs
+  reached through the inverted index are summed, and only they are computed. Written into
+  ``out`` when given.
+  """
+  if out is None:
+    out = np.empty((len(rows), len(cols)), np.float32)
+  for start, n_rows, shared, m in _shared_overlaps(v, rows, cols):
+    part = out[start:start + n_rows].reshape(-1)
+    part.fill(1.0)
+    part[shared] = 1.0 - m / (2.0 - m)
   return out
 
 
@@ -283,8 +294,11 @@ def k_reciprocal_rerank(
     values /= colmax[rows]
     return values
 
-  return _rerank_from_rank(rank, original, num_query, k1, k2, lambda_value,
-                           lambda rows: np.square(q_g_dist[rows]) / colmax[rows][:, None])
+  out = np.empty((num_query, num_gallery), np.float32)
+  for start in range(0, num_query, _RANK_CHUNK_ROWS):
+    rows = slice(start, min(start + _RANK_CHUNK_ROWS, num_query))
+    np.divide(np.square(q_g_dist[rows]), colmax[rows][:, None], out=out[rows])
+  return _rerank_from_rank(rank, original, num_query, k1, k2, lambda_value, out)
 
 
 def _check_params(k1: int, k2: int, lambda_value: float) -> None:
@@ -294,21 +308,26 @@ def _check_params(k1: int, k2: int, lambda_value: float) -> None:
     raise ValueError(f'lambda_value must be in [0, 1], got {lambda_value}.')
 
 
-def _rerank_from_rank(rank, original, num_query, k1, k2, lambda_value, query_original_rows):
+def _rerank_from_rank(rank, original, num_query, k1, k2, lambda_value, out):
   """Steps 1-4 of the module docstring from the top lists and an entry lookup of the
-  normalised distance; ``query_original_rows(rows)`` gives the ``[rows, g]`` original term."""
+  normalised distance. ``out`` holds the ``[q, g]`` original term on entry and the result,
+  ``(1 - lambda) * jaccard + lambda * original``, on return (no second ``[q, g]`` array)."""
   total = rank.shape[0]
   expanded = expanded_sets(rank, k1 + 1, int(np.around(k1 / 2)) + 1)
   v = encode_weights(original, expanded)
   if k2 != 1:
     v = local_query_expansion(v, rank, k2)
-  final = jaccard_of_weights(v, np.arange(num_query), np.arange(num_query, total))
-  for start in range(0, num_query, _RANK_CHUNK_ROWS):
-    rows = slice(start, min(start + _RANK_CHUNK_ROWS, num_query))
-    part = final[rows]
-    part *= 1.0 - lambda_value
-    part += np.multiply(query_original_rows(rows), lambda_value, dtype=np.float32)
-  return final
+  keep, mix = np.float32(lambda_value), np.float32(1.0 - lambda_value)
+  for start, n_rows, shared, m in _shared_overlaps(v, np.arange(num_query),
+                                                   np.arange(num_query, total)):
+    part = out[start:start + n_rows].reshape(-1)
+    part *= keep
+    # Jaccard distance 1 (no shared support) everywhere but at the shared pairs; each entry is
+    # the float32 sum (1 - lambda) * jaccard + lambda * original.
+    mixed = (1.0 - m / (2.0 - m)) * mix + part[shared]
+    part += mix
+    part[shared] = mixed
+  return out
 
 
 @functools.partial(jax.jit, static_argnames='metric')
@@ -432,8 +451,7 @@ def rerank_features(
           _pair_values(device_feats, stats, jnp.asarray(r), jnp.asarray(c), metric))[:n]
     return values / rowmax[rows]
 
-  return _rerank_from_rank(rank, original, num_query, k1, k2, lambda_value,
-                           lambda rows: query_original[rows])
+  return _rerank_from_rank(rank, original, num_query, k1, k2, lambda_value, query_original)
 
 
 def jaccard_distance(
