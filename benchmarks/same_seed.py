@@ -90,25 +90,44 @@ def main() -> int:
   parser.add_argument('--before', required=True, help='the checkout before the change')
   parser.add_argument('--after', default=str(REPO), help='the checkout after it')
   parser.add_argument('--out', required=True, help='the JSON record to write')
+  parser.add_argument('--configs', default=','.join(n + (f':{v}' if v else '') for n, v in CONFIGS),
+                      help='comma-separated NAME[:VARIANT] to run (default: all of CONFIGS)')
   args = parser.parse_args()
+  configs = [tuple(c.split(':', 1)) if ':' in c else (c, '') for c in args.configs.split(',')]
   before, after = pathlib.Path(args.before).resolve(), pathlib.Path(args.after).resolve()
   cache = tempfile.mkdtemp(prefix='jreid_same_seed_')
   record = {'benchmark': 'same seed, same metrics: tiny default runs of two checkouts',
             'command': ' '.join(['python', *sys.argv]),
             **_bench_util.machine_info(('jax', 'jaxlib', 'flax', 'optax', 'numpy')),
             'before': _describe(before), 'after': _describe(after), 'runs': []}
-  for name, variant in CONFIGS:
+  for name, variant in configs:
     a, b = run(before, name, variant, cache), run(after, name, variant, cache)
     shared = sorted(set(a.get('metrics', {})) & set(b.get('metrics', {})))
     same = ('error' not in a and 'error' not in b and a['losses'] == b['losses'] and
             all(a['metrics'][k] == b['metrics'][k] for k in shared))
+    differences = {}
+    if not same and 'error' not in a and 'error' not in b:
+      # How far apart: float rounding that sends training on another trajectory shows as small
+      # loss differences growing over the steps, not as a different recipe.
+      differences = {
+          'max_metric': max((abs(a['metrics'][k] - b['metrics'][k]) for k in shared), default=0),
+          'max_loss': max((abs(x - y) for x, y in zip(_flat(a['losses']), _flat(b['losses']))),
+                          default=0)}
     record['runs'].append({'config': name + (f':{variant}' if variant else ''), 'same': same,
-                           'before': a, 'after': b,
+                           'differences': differences, 'before': a, 'after': b,
                            'keys_after_only': sorted(set(b.get('metrics', {})) - set(shared))})
     print(f'{name}{":" + variant if variant else ""}: {"same" if same else "DIFFERENT"}',
           flush=True)
   pathlib.Path(args.out).write_text(json.dumps(record, indent=2) + '\n')
   return 0
+
+
+def _flat(losses) -> list[float]:
+  if isinstance(losses, dict):
+    return [v for key in sorted(losses) for v in _flat(losses[key])]
+  if isinstance(losses, (list, tuple)):
+    return [v for item in losses for v in _flat(item)]
+  return [float(losses)]
 
 
 def _describe(tree: pathlib.Path) -> str:

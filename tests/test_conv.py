@@ -98,6 +98,32 @@ def test_on_cpu_a_pointwise_convolution_compiles_to_a_product_and_others_stay_co
   assert 'convolution' not in _hlo(lambda x, k: pointwise(x, k), x, k1)  # and restored after
 
 
+def test_pointwise_gradients_are_two_dimensional_products():
+  # XLA:CPU sends a product contracting several axes (the kernel gradient of a product over the
+  # 4-D input) through a transposed copy and a generic dot, not its YNNPACK matrix product.
+  x, k = jnp.ones((2, 8, 6, 4)), jnp.ones((1, 1, 4, 3))
+
+  def loss(x, k):
+    return conv.conv_general_dilated(x, k, (2, 2), 'VALID', dimension_numbers=_dims(x, k)).sum()
+
+  jaxpr = jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(x, k)
+  dots = []
+
+  def collect(jaxpr):
+    for eqn in jaxpr.eqns:
+      if eqn.primitive.name == 'dot_general':
+        dots.append(eqn)
+      for sub in jax.core.jaxprs_in_params(eqn.params):
+        collect(sub)
+
+  collect(jaxpr.jaxpr)
+  assert len(dots) >= 3  # forward, input gradient, kernel gradient (in the CPU branch)
+  for eqn in dots:
+    (lhs_contract, rhs_contract), _ = eqn.params['dimension_numbers']
+    assert len(lhs_contract) == len(rhs_contract) == 1, eqn
+    assert all(v.aval.ndim == 2 for v in eqn.invars), eqn
+
+
 @pytest.mark.parametrize('kernel,strides,padding,groups,dilation', [
     (3, (2, 2), ((1, 1), (1, 1)), 1, (1, 1)),
     (3, (1, 1), ((2, 2), (2, 2)), 1, (2, 2)),

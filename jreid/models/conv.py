@@ -1,14 +1,9 @@
 """`lax.conv_general_dilated` that computes 1x1 convolutions as matrix products on CPU.
 
 XLA:CPU runs a 1x1 convolution, and above all its kernel gradient, far slower than the same
-arithmetic as one matrix product: measured on the 2-core CI machine (batch 16, float32, NHWC), the
-1x1 convolution 64 -> 256 at 64x32 took 126 ms forward and 70 ms for its kernel gradient as an XLA
-convolution, 18 ms and 12 ms as a matrix product; the strided 1x1 downsample 256 -> 512 took 139 ms
-for its kernel gradient, 16 ms as a product. Two of the three convolutions of every ResNet
-bottleneck, the downsample shortcuts, the non-local blocks and OSNet's pointwise layers are 1x1:
-with this rewrite a ResNet-50 BoT training step (batch 64, 256x128) ran at 3.1 images/s on that
-machine, against 1.9 with every convolution left to XLA and 4.4-6.0 for PyTorch
-(`benchmarks/train_speed.py --xla-conv`, benchmarks/results/train_speed_cpu.json).
+arithmetic as one matrix product (`benchmarks/train_speed.py --xla-conv` measures the two side by
+side; benchmarks/results/train_speed_cpu.json). Two of the three convolutions of every ResNet
+bottleneck, the downsample shortcuts, the non-local blocks and OSNet's pointwise layers are 1x1.
 
 A 1x1 convolution with stride s and no padding is a dense layer over the pixels it reads,
 
@@ -16,10 +11,9 @@ A 1x1 convolution with stride s and no padding is a dense layer over the pixels 
 
 so here it is written as a strided slice and `jnp.dot`; JAX differentiates both into matrix
 products and a zero-interleaving pad. Larger kernels stay XLA convolutions: their kernel gradient
-written as one product per kernel offset was measured slower than XLA's (3x3, 64 channels at 64x32:
-78 ms against 38 ms). The rewrite is staged with `lax.platform_dependent`, so GPUs and TPUs keep
-their own convolution kernels, and it equals `lax.conv_general_dilated` and its gradients to float
-rounding (tests/test_conv.py).
+written as one product per kernel offset was measured slower than XLA's. The rewrite is staged
+with `lax.platform_dependent`, so GPUs and TPUs keep their own convolution kernels, and it equals
+`lax.conv_general_dilated` and its gradients to float rounding (tests/test_conv.py).
 
 Only what the rewrite covers takes it: 2-D NHWC inputs with HWIO kernels (flax's layout), a 1x1
 kernel, zero padding, no input dilation, no feature or batch grouping. Anything else goes to
@@ -95,7 +89,12 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   def by_product(x, k):
     if (sh, sw) != (1, 1):
       x = x[:, ::sh, ::sw]
-    return jnp.dot(x, k[0, 0], precision=precision, preferred_element_type=preferred_element_type)
+    # One 2-D product over the flattened pixels: a product over the 4-D input differentiates into
+    # a kernel gradient contracting three axes, which XLA:CPU computes through a transposed copy of
+    # the output gradient and a generic dot instead of its YNNPACK matrix product.
+    y = jnp.dot(x.reshape(-1, x.shape[-1]), k[0, 0], precision=precision,
+                preferred_element_type=preferred_element_type)
+    return y.reshape(*x.shape[:-1], y.shape[-1])
 
   return lax.platform_dependent(lhs, rhs, cpu=by_product, default=by_xla)
 
