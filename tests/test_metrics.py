@@ -273,6 +273,34 @@ def test_compute_distance_matches_numpy(chunk_size):
   assert euc[2, 4] < 1e-2  # sqrt of a clamped, possibly tiny negative difference
 
 
+@pytest.mark.parametrize('metric', ['cosine', 'euclidean'])
+def test_host_blas_blocks_equal_xla_blocks_and_numpy(metric):
+  # On CPU the blocks come from numpy's BLAS (faster there); XLA's blocks stay the accelerator
+  # path. Both must be the same distances, junk columns NaN in both.
+  rng = np.random.default_rng(1)
+  q = rng.normal(size=(11, 24)).astype(np.float32)
+  g = rng.normal(size=(17, 24)).astype(np.float32)
+  q[3] = 0.0  # normalised by eps, as torch.nn.functional.normalize
+  junk = np.zeros(17, bool)
+  junk[[2, 9]] = True
+  q64, g64 = q.astype(np.float64), g.astype(np.float64)
+  if metric == 'cosine':
+    norm = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    ref = 1 - norm(q64) @ norm(g64).T
+  else:
+    ref = np.sqrt(((q64[:, None, :] - g64[None, :, :]) ** 2).sum(-1))
+  ref[:, junk] = np.nan
+  by = {}
+  for host_blas in (True, False):
+    blocks = list(evaluation.iter_distance_blocks(q, g, metric, chunk_size=4, nan_columns=junk,
+                                                  host_blas=host_blas))
+    assert [start for start, _ in blocks] == [0, 4, 8]
+    by[host_blas] = np.concatenate([block for _, block in blocks])
+    assert by[host_blas].dtype == np.float32
+    np.testing.assert_allclose(by[host_blas], ref, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(by[True], by[False], rtol=1e-6, atol=1e-6)
+
+
 def test_normalize():
   x = np.array([[3.0, 4.0], [0.0, 0.0]], np.float32)
   np.testing.assert_allclose(evaluation.normalize(x), [[0.6, 0.8], [0.0, 0.0]], atol=1e-7)

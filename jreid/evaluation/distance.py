@@ -8,10 +8,14 @@ Two metrics, as in FastReID:
 The gallery is placed on the device once; queries go through in chunks of ``chunk_size`` rows
 and each ``[chunk, g]`` block comes back to the host as float32. Matmuls run at
 ``Precision.HIGHEST`` (no TF32/bf16 passes on GPU/TPU) so rankings match a float32 numpy
-computation.
+computation. When JAX's device is the CPU the blocks are computed on the host with numpy's BLAS
+instead: XLA:CPU's float32 matrix product of these shapes (a few rows by a large gallery) runs
+at about half the speed of the BLAS that numpy ships (``benchmarks/eval_scale.py`` measures
+both), and the block ends on the host anyway.
 """
 
 from collections.abc import Iterator
+import concurrent.futures
 import functools
 
 import jax
@@ -76,6 +80,7 @@ def iter_distance_blocks(
     metric: str = 'cosine',
     chunk_size: int = 4096,
     nan_columns: np.ndarray | None = None,
+    host_blas: bool = True,
 ) -> Iterator[tuple[int, np.ndarray]]:
   """Yields ``(start, block)`` with ``block = distance(query[start:start + chunk_size], gallery)``.
 
@@ -90,6 +95,8 @@ def iter_distance_blocks(
     chunk_size: number of query rows per block.
     nan_columns: optional bool ``[num_gallery]``; these columns are NaN in every block (set in
       the same jitted step; the ranker's mask of junk gallery items).
+    host_blas: on a CPU device, compute the blocks with numpy's BLAS (module docstring); False
+      keeps them in XLA.
   """
   if metric not in METRICS:
     raise ValueError(f'Unknown distance metric {metric!r}: use one of {METRICS}.')
@@ -105,12 +112,14 @@ def iter_distance_blocks(
   offset = np.zeros(gallery.shape[0], np.float32)
   if nan_columns is not None:
     offset[np.asarray(nan_columns, bool)] = np.nan
-  offset = jnp.asarray(offset)
+  starts = range(0, query.shape[0], chunk_size)
+  if host_blas and all(d.platform == 'cpu' for d in query.devices() | gallery.devices()):
+    yield from _host_blocks(np.asarray(query), np.asarray(gallery), metric, starts, chunk_size,
+                            offset if nan_columns is not None else None)
+    return
   block_fn = functools.partial(_block, gallery=gallery,
                                gallery_stats=gallery_statistics(gallery, metric),
-                               column_offset=offset, metric=metric)
-
-  starts = range(0, query.shape[0], chunk_size)
+                               column_offset=jnp.asarray(offset), metric=metric)
   pending = None
   for start in starts:
     dispatched = (start, block_fn(query[start:start + chunk_size]))
@@ -119,6 +128,46 @@ def iter_distance_blocks(
     pending = dispatched
   if pending is not None:
     yield pending[0], np.asarray(pending[1])
+
+
+def _host_blocks(query: np.ndarray, gallery: np.ndarray, metric: str, starts: range,
+                 chunk_size: int, offset: np.ndarray | None) -> Iterator[tuple[int, np.ndarray]]:
+  """``distance_block`` on the host with numpy's BLAS, the next block computed in a thread
+  (BLAS and numpy's loops release the GIL) while the caller works on the current one."""
+  if metric == 'cosine':
+    gallery_stats = np.float32(1.0) / np.maximum(np.linalg.norm(gallery, axis=1), np.float32(1e-12))
+  else:
+    gallery_stats = np.einsum('ij,ij->i', gallery, gallery)
+  transposed = gallery.T  # A view: BLAS reads the row-major gallery as transposed.
+
+  def block(start: int) -> np.ndarray:
+    q = query[start:start + chunk_size]
+    if metric == 'cosine':
+      q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), np.float32(1e-12))
+      out = np.matmul(q, transposed)
+      out *= gallery_stats[None, :]
+      np.subtract(np.float32(1.0), out, out=out)
+    else:
+      cross = np.matmul(q, transposed)
+      out = np.einsum('ij,ij->i', q, q)[:, None] + gallery_stats[None, :]
+      cross *= np.float32(2.0)
+      out -= cross
+      del cross
+      np.maximum(out, np.float32(0.0), out=out)
+      np.sqrt(out, out=out)
+    if offset is not None:
+      out += offset[None, :]
+    return out
+
+  with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+    pending = None
+    for start in starts:
+      dispatched = (start, pool.submit(block, start))
+      if pending is not None:
+        yield pending[0], pending[1].result()
+      pending = dispatched
+    if pending is not None:
+      yield pending[0], pending[1].result()
 
 
 def compute_distance(
