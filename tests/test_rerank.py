@@ -218,8 +218,9 @@ def planted_problem(seed, num_ids=12, per_id=6, dim=16):
   return feats[is_query], feats[~is_query], pids[is_query], pids[~is_query]
 
 
+@pytest.mark.parametrize('host_blas', [True, False])  # the CPU path and the accelerators' path
 @pytest.mark.parametrize('metric', ['euclidean', 'cosine'])
-def test_rerank_features_equals_exact_mode(metric):
+def test_rerank_features_equals_exact_mode(metric, host_blas):
   q, g, q_pids, g_pids = planted_problem(1)
   feats = np.concatenate([q, g])
   dist = distance.compute_distance(feats, feats, metric)
@@ -227,7 +228,8 @@ def test_rerank_features_equals_exact_mode(metric):
   # rerank_features takes the distances as symmetric (row maxima): symmetrise for the exact mode.
   dist = (dist + dist.T) / 2
   exact = rerank.k_reciprocal_rerank(dist[:nq, nq:], dist[:nq, :nq], dist[nq:, nq:], k1=6, k2=3)
-  scalable = rerank.rerank_features(q, g, k1=6, k2=3, metric=metric, chunk_size=16)
+  scalable = rerank.rerank_features(q, g, k1=6, k2=3, metric=metric, chunk_size=16,
+                                    host_blas=host_blas)
   np.testing.assert_allclose(scalable, exact, atol=2e-5, rtol=0)
   q_cams, g_cams = np.zeros(len(q), int), np.ones(len(g), int)
   map_exact = metrics.evaluate_rank(exact, q_pids, g_pids, q_cams, g_cams).mAP

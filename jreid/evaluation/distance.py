@@ -113,7 +113,7 @@ def iter_distance_blocks(
   if nan_columns is not None:
     offset[np.asarray(nan_columns, bool)] = np.nan
   starts = range(0, query.shape[0], chunk_size)
-  if host_blas and all(d.platform == 'cpu' for d in query.devices() | gallery.devices()):
+  if host_blas and on_cpu(query, gallery):
     yield from _host_blocks(np.asarray(query), np.asarray(gallery), metric, starts, chunk_size,
                             offset if nan_columns is not None else None)
     return
@@ -130,31 +130,43 @@ def iter_distance_blocks(
     yield pending[0], np.asarray(pending[1])
 
 
+def on_cpu(*arrays: jax.Array) -> bool:
+  """Whether every device that holds these arrays is a CPU (where the host BLAS path runs)."""
+  return all(d.platform == 'cpu' for x in arrays for d in x.devices())
+
+
+def host_gallery_statistics(gallery: np.ndarray, metric: str) -> np.ndarray:
+  """``gallery_statistics`` in numpy, float32."""
+  if metric == 'cosine':
+    return np.float32(1.0) / np.maximum(np.linalg.norm(gallery, axis=1), np.float32(1e-12))
+  return np.einsum('ij,ij->i', gallery, gallery)
+
+
+def host_distance_block(query: np.ndarray, gallery: np.ndarray, metric: str,
+                        gallery_stats: np.ndarray) -> np.ndarray:
+  """``distance_block`` in numpy (float32, BLAS product), with as few full-size passes as it
+  can: the result is the only ``[n, g]`` array, updated in place."""
+  if metric == 'cosine':
+    query = query / np.maximum(np.linalg.norm(query, axis=1, keepdims=True), np.float32(1e-12))
+    out = np.matmul(query, gallery.T)  # gallery.T is a view: BLAS reads it transposed.
+    out *= gallery_stats[None, :]
+    return np.subtract(np.float32(1.0), out, out=out)
+  out = np.matmul(query, gallery.T)
+  out *= np.float32(-2.0)
+  out += np.einsum('ij,ij->i', query, query)[:, None]
+  out += gallery_stats[None, :]
+  np.maximum(out, np.float32(0.0), out=out)
+  return np.sqrt(out, out=out)
+
+
 def _host_blocks(query: np.ndarray, gallery: np.ndarray, metric: str, starts: range,
                  chunk_size: int, offset: np.ndarray | None) -> Iterator[tuple[int, np.ndarray]]:
-  """``distance_block`` on the host with numpy's BLAS, the next block computed in a thread
-  (BLAS and numpy's loops release the GIL) while the caller works on the current one."""
-  if metric == 'cosine':
-    gallery_stats = np.float32(1.0) / np.maximum(np.linalg.norm(gallery, axis=1), np.float32(1e-12))
-  else:
-    gallery_stats = np.einsum('ij,ij->i', gallery, gallery)
-  transposed = gallery.T  # A view: BLAS reads the row-major gallery as transposed.
+  """``host_distance_block`` per chunk, the next block computed in a thread (BLAS and numpy's
+  loops release the GIL) while the caller works on the current one."""
+  gallery_stats = host_gallery_statistics(gallery, metric)
 
   def block(start: int) -> np.ndarray:
-    q = query[start:start + chunk_size]
-    if metric == 'cosine':
-      q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), np.float32(1e-12))
-      out = np.matmul(q, transposed)
-      out *= gallery_stats[None, :]
-      np.subtract(np.float32(1.0), out, out=out)
-    else:
-      cross = np.matmul(q, transposed)
-      out = np.einsum('ij,ij->i', q, q)[:, None] + gallery_stats[None, :]
-      cross *= np.float32(2.0)
-      out -= cross
-      del cross
-      np.maximum(out, np.float32(0.0), out=out)
-      np.sqrt(out, out=out)
+    out = host_distance_block(query[start:start + chunk_size], gallery, metric, gallery_stats)
     if offset is not None:
       out += offset[None, :]
     return out

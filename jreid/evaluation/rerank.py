@@ -28,14 +28,15 @@ Two modes of the same algorithm:
 * exact, ``k_reciprocal_rerank(q_g, q_q, g_g)``: the classic dense algorithm on given matrices
   (columns of the block matrix, as the original code's transpose), equal to it on any input;
 * scalable, ``rerank_features(query_feats, gallery_feats)``: distances computed in row chunks
-  with JAX matmuls and taken as symmetric, each chunk reduced in the same jitted step to its
-  row maxima, its first ``k1 + 1`` neighbours (``lax.top_k``) and, for query rows, the
+  with JAX matmuls (numpy's BLAS on a CPU device) and taken as symmetric, each chunk reduced in
+  the same step to its row maxima, its first ``k1 + 1`` neighbours and, for query rows, the
   normalised gallery part; memory is the ``[q, g]`` result plus the features and
   ``O(chunk x (q+g))``, time one ``(q+g)^2`` matmul plus the sparse steps.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 
 import jax
@@ -358,6 +359,17 @@ def _reduced_rows(rows: jax.Array, feats: jax.Array, stats: jax.Array, metric: s
   return row_max, top, kept
 
 
+def _reduced_rows_on_host(rows: np.ndarray, feats: np.ndarray, stats: np.ndarray, metric: str,
+                          width: int, num_query: int, keep: bool):
+  """``_reduced_rows`` in numpy: the rows' distances from the host BLAS, the same reductions."""
+  squared = distance.host_distance_block(rows, feats, metric, stats)
+  np.square(squared, out=squared)
+  row_max = squared.max(axis=1)
+  top = search_lib.topk_smallest(squared, width)[1]
+  kept = squared[:, num_query:] / row_max[:, None] if keep else None
+  return row_max, top, kept
+
+
 def rerank_features(
     query_feats: np.ndarray,
     gallery_feats: np.ndarray,
@@ -366,13 +378,15 @@ def rerank_features(
     lambda_value: float = 0.3,
     metric: str = 'euclidean',
     chunk_size: int = 1024,
+    host_blas: bool = True,
 ) -> np.ndarray:
   """k-reciprocal re-ranking from features, scalable mode (any size that the result fits).
 
   The same algorithm as ``k_reciprocal_rerank`` applied to the distances of all ``q + g``
   items among themselves (``jreid.evaluation.distance``, ``metric``), taken as symmetric: the
   column maximum of the classic algorithm is each item's row maximum. Rows of distances are
-  computed ``chunk_size`` at a time on the JAX device and reduced there to their maximum, their
+  computed ``chunk_size`` at a time on the JAX device (with numpy's BLAS when that device is
+  the CPU, see ``host_blas``) and reduced there to their maximum, their
   first ``k1 + 1`` neighbours (ranked by ``d^2``: the same order as ``d^2 / max`` except where
   that division rounds two values to one) and, for query rows, the normalised gallery part; the
   weights ``V`` recompute the few distances they need from the features (jitted, in steps of
@@ -388,6 +402,9 @@ def rerank_features(
     k1, k2, lambda_value: as in ``k_reciprocal_rerank``.
     metric: ``'euclidean'`` (the original paper's) or ``'cosine'`` (``1 - cos``).
     chunk_size: rows of distances per step.
+    host_blas: on a CPU device, compute the rows with numpy's BLAS
+      (``distance.host_distance_block``, faster there than XLA's product); False keeps them in
+      the jitted step that accelerators run.
 
   Returns:
     float32 ``[q, g]`` distances.
@@ -423,21 +440,37 @@ def rerank_features(
                                                                            chunk_size)]
   starts += [(start, min(start + chunk_size, total)) for start in range(num_query, total,
                                                                         chunk_size)]
+  if host_blas and distance.on_cpu(device_feats):
+    # On a CPU device numpy's BLAS computes the rows (distance.host_distance_block), in a
+    # thread while the host stores the previous chunk.
+    host_stats = distance.host_gallery_statistics(feats, metric)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    reduce_rows = lambda first, stop: pool.submit(
+        _reduced_rows_on_host, feats[first:stop], feats, host_stats, metric, width, num_query,
+        first < num_query)
+    fetch = lambda future: future.result()
+  else:
+    pool = None
+    reduce_rows = lambda first, stop: _reduced_rows(
+        jax.lax.dynamic_slice_in_dim(padded, first, chunk_size), device_feats, stats, metric,
+        width, num_query, first < num_query)
+    fetch = lambda outputs: outputs
   pending = None
   # The next chunk is dispatched before the host stores the current one (overlap).
   for bounds in starts + [None]:
     dispatched = None
     if bounds is not None:
-      dispatched = (bounds, _reduced_rows(
-          jax.lax.dynamic_slice_in_dim(padded, bounds[0], chunk_size), device_feats, stats,
-          metric, width, num_query, bounds[0] < num_query))
+      dispatched = (bounds, reduce_rows(*bounds))
     if pending is not None:
-      (first, stop), (block_max, top, kept) = pending
+      (first, stop), outputs = pending
+      block_max, top, kept = fetch(outputs)
       rowmax[first:stop] = np.asarray(block_max)[:stop - first]
       rank[first:stop] = np.asarray(top)[:stop - first]
       if kept is not None:
         query_original[first:stop] = np.asarray(kept)[:stop - first]
     pending = dispatched
+  if pool is not None:
+    pool.shutdown()
 
   def original(rows, cols):
     values = np.empty(len(rows), np.float32)
