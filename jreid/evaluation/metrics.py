@@ -639,7 +639,7 @@ def evaluate_features(
           f'The {name} features contain NaN or inf (or values whose squares overflow float32): '
           'check the model output (a diverged model or a failed checkpoint restore).')
   blocks = distance.iter_distance_blocks(query_feats, gallery_feats, metric, chunk_size,
-                                        nan_columns=ids[1] == JUNK_PID)
+                                        nan_columns=ids[1] == JUNK_PID, reuse_buffers=True)
   return _dispatch(blocks, ids, max_rank, num_gallery, protocol, roc, fpr_targets, num_repeats,
                    seed, junk_masked=True)
 

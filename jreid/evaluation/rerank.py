@@ -360,14 +360,17 @@ def _reduced_rows(rows: jax.Array, feats: jax.Array, stats: jax.Array, metric: s
 
 
 def _reduced_rows_on_host(rows: np.ndarray, feats: np.ndarray, stats: np.ndarray, metric: str,
-                          width: int, num_query: int, keep: bool):
-  """``_reduced_rows`` in numpy: the rows' distances from the host BLAS, the same reductions."""
-  squared = distance.host_distance_block(rows, feats, metric, stats)
+                          width: int, num_query: int, buffer: np.ndarray,
+                          kept_out: np.ndarray | None):
+  """``_reduced_rows`` in numpy: the rows' distances from the host BLAS into ``buffer``, the
+  same reductions; the normalised gallery part is written into ``kept_out`` when given."""
+  squared = distance.host_distance_block(rows, feats, metric, stats, out=buffer[:len(rows)])
   np.square(squared, out=squared)
   row_max = squared.max(axis=1)
   top = search_lib.topk_smallest(squared, width)[1]
-  kept = squared[:, num_query:] / row_max[:, None] if keep else None
-  return row_max, top, kept
+  if kept_out is not None:
+    np.divide(squared[:, num_query:], row_max[:, None], out=kept_out)
+  return row_max, top, None
 
 
 def rerank_features(
@@ -445,9 +448,13 @@ def rerank_features(
     # thread while the host stores the previous chunk.
     host_stats = distance.host_gallery_statistics(feats, metric)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    # Two row buffers in turn (the chunk being reduced, the next one) instead of fresh arrays.
+    buffers = [np.empty((min(chunk_size, total), total), np.float32) for _ in range(2)]
+    chunks = {bounds: i for i, bounds in enumerate(starts)}
     reduce_rows = lambda first, stop: pool.submit(
         _reduced_rows_on_host, feats[first:stop], feats, host_stats, metric, width, num_query,
-        first < num_query)
+        buffers[chunks[first, stop] % 2],
+        query_original[first:stop] if first < num_query else None)
     fetch = lambda future: future.result()
   else:
     pool = None

@@ -123,7 +123,8 @@ def _auto_backend(dim: int) -> str:
 def _search_numpy(query, gallery, k, metric, chunk_size):
   distances = np.empty((query.shape[0], k), np.float32)
   indices = np.empty((query.shape[0], k), np.int64)
-  for start, block in distance.iter_distance_blocks(query, gallery, metric, chunk_size):
+  for start, block in distance.iter_distance_blocks(query, gallery, metric, chunk_size,
+                                                    reuse_buffers=True):
     rows = slice(start, start + block.shape[0])
     distances[rows], indices[rows] = topk_smallest(block, k)
   return distances, indices
