@@ -1,4 +1,4 @@
-"""Query-gallery distance matrices, computed with jitted JAX matmuls in query chunks.
+"""Query-gallery distance matrices, computed in query chunks (jitted JAX matmuls; BLAS on CPU).
 
 Two metrics, as in FastReID:
 
@@ -209,7 +209,7 @@ def compute_distance(
     query: ``[num_query, dim]`` features.
     gallery: ``[num_gallery, dim]`` features.
     metric: ``'cosine'`` (``1 - cos``, features L2-normalised here) or ``'euclidean'``.
-    chunk_size: query rows per jitted matmul; bounds device memory to ``chunk_size x g``.
+    chunk_size: query rows per matmul; bounds device memory to ``chunk_size x g``.
   """
   query = _as_features(query, 'query')
   gallery = _as_features(gallery, 'gallery')

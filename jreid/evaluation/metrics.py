@@ -613,9 +613,9 @@ def evaluate_features(
 ) -> RankResult:
   """``evaluate_rank(compute_distance(query_feats, gallery_feats, metric), ...)`` in chunks.
 
-  Each chunk of ``chunk_size`` queries has its distances computed on the device (JAX) and is
-  ranked on the host by counting (module docstring) while the device computes the next one; the
-  full ``q x g`` matrix is never built.
+  Each chunk of ``chunk_size`` queries has its distances computed on the device (JAX; numpy's
+  BLAS in a thread when the device is the CPU) and is ranked on the host by counting (module
+  docstring) while the next one is computed; the full ``q x g`` matrix is never built.
 
   Args:
     query_feats, gallery_feats: ``[num_query, dim]`` and ``[num_gallery, dim]`` features.

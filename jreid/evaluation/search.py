@@ -2,8 +2,8 @@
 
 Two backends give the same ``(distances, indices)``:
 
-* ``'numpy'``: distance blocks of ``chunk_size`` queries from the jitted JAX matmuls of
-  ``jreid.evaluation.distance`` (on whatever device JAX uses), then per block an
+* ``'numpy'``: distance blocks of ``chunk_size`` queries from ``jreid.evaluation.distance``
+  (jitted JAX matmuls on an accelerator, numpy's BLAS on a CPU device), then per block an
   ``np.argpartition`` to the k candidates and a sort of those k by ``(distance, index)``;
 * ``'faiss'``: ``IndexFlatIP`` (cosine, on L2-normalised features) or ``IndexFlatL2``
   (euclidean), moved to every GPU when faiss was built with GPUs. faiss is imported lazily, so it
@@ -175,7 +175,7 @@ def search(
     gallery: ``[num_gallery, dim]`` features.
     k: neighbours per query, ``1 <= k <= num_gallery``.
     metric: ``'cosine'`` (``1 - cos``) or ``'euclidean'``.
-    backend: ``'numpy'`` (JAX matmuls + numpy top-k), ``'faiss'`` or ``'auto'`` (faiss when it
+    backend: ``'numpy'`` (JAX matmuls or, on CPU, numpy's BLAS + numpy top-k), ``'faiss'`` or ``'auto'`` (faiss when it
       has GPUs or dim < 256, else numpy; see the module docstring for the measurement).
     chunk_size: queries per distance block on the numpy backend.
 
