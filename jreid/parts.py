@@ -110,7 +110,8 @@ def pretrained_loader(config: ml_collections.ConfigDict):
 
 # Keys of config.model added after checkpoints were written, with the value that behaves as
 # before the key: left out of the fingerprint at that value, so those checkpoints still restore.
-_LATER_MODEL_KEYS = ((('pretrained_scope',), 'backbone'), (('two_stream', 'single_stream'), False))
+_LATER_MODEL_KEYS = ((('pretrained_scope',), 'backbone'), (('pooling', 'gem_eps_mode'), 'auto'),
+                     (('two_stream', 'single_stream'), False))
 
 
 def model_fingerprint(model_config: ml_collections.ConfigDict) -> dict[str, Any]:

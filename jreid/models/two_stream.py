@@ -247,7 +247,14 @@ def build_two_stream(cfg: Mapping[str, Any], num_classes: int) -> TwoStreamNet:
       nl_layers=tuple(trunk.nl_layers), nl_inter_channels=trunk.nl_inter_channels,
       graph=tuple(sorted(graph.items())) if graph else None, graph_stage=int(graph_cfg['stage']),
       single_stream=bool(given.get('single_stream', ts['single_stream'])))
-  pooling = component(POOLINGS, cfg['pooling'], 'pooling')(cfg['pooling'])
+  pool = component(POOLINGS, cfg['pooling'], 'pooling')
+  if cfg['pooling']['name'] == 'gem':
+    # A released AGW model (the only whole two-stream models loaded with scope 'all') pools as
+    # its authors' code unless config.model.pooling.gem_eps_mode says otherwise.
+    release = 'agw' if cfg.get('pretrained_scope', 'backbone') == 'all' else ''
+    pooling = pool(cfg['pooling'], release=release)
+  else:
+    pooling = pool(cfg['pooling'])
   head = component(HEADS, cfg['head'], 'head')(cfg['head'], num_classes)
   return TwoStreamNet(backbone, pooling, head,
                       pixel_mean=tuple(float(v) for v in cfg['pixel_mean']),
