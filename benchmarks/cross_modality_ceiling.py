@@ -12,6 +12,11 @@ budget unless --epochs shrinks it), trained and tested through the library as `j
                   (cameras 3 and 6 in the visible look, still in the query role and in the
                   second stream): the same network trained and tested on visible images only,
                   i.e. the task without the modality gap
+  luminance_ir    a diagnostic: the infrared shots drawn with the visible person (garment grey
+                  levels = the visible luminance, patterns and logos) through the unchanged
+                  thermal cameras (one grey channel, dark scene, soft optics, noise), so the
+                  thermal person look is replaced while the thermal camera, the network, the
+                  recipe and the evaluation stay
   single_stream   the default with one front shared by both modalities
                   (config.model.two_stream.single_stream=True)
   colour_histogram, grey_histogram   no learning, infrared -> visible under the same protocol:
@@ -45,31 +50,44 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / 'benchmarks'))
 import _bench_util  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-ROWS = ('default', 'visible_only', 'single_stream', 'colour_histogram', 'grey_histogram')
+ROWS = ('default', 'visible_only', 'luminance_ir', 'single_stream', 'colour_histogram',
+        'grey_histogram')
 PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy', 'tensorflow')
-VISIBLE_ONLY_MARKER = 'synthreid_ir_visible_only.json'
+MARKER = 'synthreid_ir_variant.json'
+_LUMINANCE = 'visible_person_thermal_camera'
 
 
-def visible_only_dataset(cache_dir: pathlib.Path, spec) -> pathlib.Path:
-  """SynthReID-IR of `spec` with its infrared shots rendered by visible cameras 3 and 6 (same
-  identities, poses, crops and file names; generated once under `cache_dir`)."""
+def variant_dataset(cache_dir: pathlib.Path, spec, variant: str) -> pathlib.Path:
+  """SynthReID-IR of `spec` with its infrared shots drawn otherwise (same identities, poses,
+  crops and file names; generated once under `cache_dir`): 'visible_only' by visible cameras 3
+  and 6, 'luminance_ir' with the visible person through the thermal cameras."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from data_pipelines import synthreid  # pylint: disable=g-import-not-at-top
   from data_pipelines.synthreid import infrared  # pylint: disable=g-import-not-at-top
-  root = cache_dir / (f'synthreid_ir_visible_only_v{infrared.SYNTHREID_IR_VERSION}_'
+  from data_pipelines.synthreid import render  # pylint: disable=g-import-not-at-top
+  root = cache_dir / (f'synthreid_ir_{variant}_v{infrared.SYNTHREID_IR_VERSION}_'
                       f'{synthreid.spec_hash(spec)}')
-  if (root / VISIBLE_ONLY_MARKER).exists():
+  if (root / MARKER).exists():
     return root
+  modality = 'visible'
+  if variant == 'luminance_ir':
+    modality = _LUMINANCE
+    if modality not in render._MODALITIES:  # pylint: disable=protected-access
+      render.register_modality(modality, render.person_look,
+                               infrared._thermal_camera_look)  # pylint: disable=protected-access
   tmp = pathlib.Path(tempfile.mkdtemp(prefix=root.name + '.', dir=cache_dir))
   for shot in infrared.plan_ir_shots(spec):
     path = tmp / infrared.ir_filename(shot)
     path.parent.mkdir(parents=True, exist_ok=True)
-    image = synthreid.render_shot(spec, dataclasses.replace(shot, modality='visible'))
+    if shot.modality == 'infrared':
+      shot = dataclasses.replace(shot, modality=modality)
+    image = synthreid.render_shot(spec, shot)
     Image.fromarray(image).save(path, quality=spec.jpeg_quality)
   (tmp / 'exp').mkdir()
   for split, pids in infrared.ir_ids(spec).items():
     (tmp / 'exp' / f'{split}_id.txt').write_text(','.join(map(str, pids)) + '\n')
-  (tmp / VISIBLE_ONLY_MARKER).write_text(json.dumps({'spec': dataclasses.asdict(spec)}) + '\n')
+  (tmp / MARKER).write_text(json.dumps({'variant': variant,
+                                        'spec': dataclasses.asdict(spec)}) + '\n')
   tmp.replace(root)
   return root
 
@@ -180,7 +198,9 @@ def main() -> int:
   from data_pipelines.synthreid.cache import default_cache_dir  # pylint: disable=g-import-not-at-top
   info = _bench_util.machine_info(PACKAGES)
   parent = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix='jreid_ceiling_'))
-  section = {'note': args.note, 'date': info['date'],
+  section = {'note': args.note,
+             'command': 'python benchmarks/cross_modality_ceiling.py ' + ' '.join(sys.argv[1:]),
+             'date': info['date'],
              'machine': {**info['machine'], 'device': 'CPU only'}, 'versions': info['versions'],
              'epochs': args.epochs or base_config(None).train.epochs, 'rows': {}}
   record = json.loads(out.read_text()) if out.exists() else {}
@@ -188,7 +208,8 @@ def main() -> int:
       'benchmark': 'Ceiling of the cross-modality (AGW) default on SynthReID-IR: the same '
                    'network visible-only and single-stream, no-learning baselines; SYSU '
                    'all-search single-shot, 10 trials, infrared -> visible unless said',
-      'command': 'python benchmarks/cross_modality_ceiling.py ' + ' '.join(sys.argv[1:]),
+      'command': 'python benchmarks/cross_modality_ceiling.py --out '
+                 'benchmarks/results/cross_modality_ceiling_cpu.json --label=LABEL',
   })
 
   def save():
@@ -206,10 +227,10 @@ def main() -> int:
     elif name == 'grey_histogram':
       row = histogram_row(config, grey=True)
     else:
-      if name == 'visible_only':
+      if name in ('visible_only', 'luminance_ir'):
         spec = synthreid.SynthReIDSpec(**config.dataset.synth.to_dict())
         config.dataset.name = 'sysu_mm01'
-        config.dataset.root = str(visible_only_dataset(default_cache_dir(), spec))
+        config.dataset.root = str(variant_dataset(default_cache_dir(), spec, name))
       elif name == 'single_stream':
         config.model.two_stream.single_stream = True
       row = train_row(config, parent / name, with_untrained=name == 'default')
