@@ -195,7 +195,7 @@ def main() -> int:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')
   from data_pipelines import synthreid  # pylint: disable=g-import-not-at-top
-  from data_pipelines.synthreid.cache import default_cache_dir  # pylint: disable=g-import-not-at-top
+  from data_pipelines.synthreid import cache  # pylint: disable=g-import-not-at-top
   info = _bench_util.machine_info(PACKAGES)
   parent = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix='jreid_ceiling_'))
   section = {'note': args.note,
@@ -230,7 +230,7 @@ def main() -> int:
       if name in ('visible_only', 'luminance_ir'):
         spec = synthreid.SynthReIDSpec(**config.dataset.synth.to_dict())
         config.dataset.name = 'sysu_mm01'
-        config.dataset.root = str(variant_dataset(default_cache_dir(), spec, name))
+        config.dataset.root = str(variant_dataset(cache.default_cache_dir(), spec, name))
       elif name == 'single_stream':
         config.model.two_stream.single_stream = True
       row = train_row(config, parent / name, with_untrained=name == 'default')

@@ -68,11 +68,11 @@ def _garment_level(colour: np.ndarray, material: float) -> float:
 
 @functools.lru_cache(maxsize=512)
 def thermal_person_look(spec: SynthReIDSpec, key: tuple[int, int, int, int]) -> Person:
-  """The identity ``key`` as a thermal camera sees it: the same body, pose, garments and gear,
-  no hue. Skin is the hottest surface; a garment's grey level comes mostly from its visible
-  lightness and partly from its material; a striped, checked or dotted garment keeps its pattern (its
-  two yarns or prints differ in emissivity), at a contrast and polarity of its own; printed
-  logos vanish; hair, shoes and gear have levels of their own."""
+  """The identity ``key`` as a thermal camera sees it: the same body, pose, garments and gear, no
+  hue. Skin is the hottest surface; a garment's grey level comes mostly from its visible lightness
+  and partly from its material; a striped, checked or dotted garment keeps its pattern (its two
+  yarns or prints differ in emissivity), at a contrast and polarity of its own; printed logos
+  vanish; hair, shoes and gear have levels of their own."""
   p = person_look(spec, key)
   rng = np.random.default_rng([key[0], STREAM_THERMAL, key[1], key[2]])
   skin = float(rng.uniform(*_IR_SKIN))
@@ -193,10 +193,10 @@ def generate_synthreid_ir(root: str | os.PathLike, spec: SynthReIDSpec = SynthRe
     <root>/exp/train_id.txt, val_id.txt, test_id.txt   comma-separated ids
     <root>/synthreid_ir.json
 
-  Visible images are SynthReID's rendering (``spec.domain``'s cameras 1, 2, 4, 5); infrared
-  images are thermal-like: grey, skin brightest, garment grey levels mostly from the visible
-  lightness and partly from the material, garment patterns kept, a dark low-contrast scene. ``spec.num_cameras``, the walking model and the distractor/junk
-  fields are not used. Atomic as ``generate_synthreid``.
+  Visible images are SynthReID's rendering (``spec.domain``'s cameras 1, 2, 4, 5); infrared images
+  are thermal-like: grey, skin brightest, garment grey levels mostly from the visible lightness and
+  partly from the material, garment patterns kept, a dark low-contrast scene. ``spec.num_cameras``,
+  the walking model and the distractor/junk fields are not used. Atomic as ``generate_synthreid``.
   """
 
   def write(directory: pathlib.Path) -> dict:

@@ -321,12 +321,12 @@ def load_pretrained_two_stream(variables: dict[str, Any], path: str | os.PathLik
   """The two-stream model's `variables` with an ImageNet ResNet state dict (torchvision, timm or
   IBN-Net naming, e.g. torchvision's resnet50-0676ba61.pth) in its backbone.
 
-  The file's stem (`conv1`, `bn1`, and `layer1` when it is modality-specific) is copied into
-  both the visible and the infrared stream (the one shared front of a single-stream model); the shared stages load as named. The non-local
-  blocks, the graph-reasoning modules, the pooling (GeM), the BNNeck and the classifier are not
-  in an ImageNet file and stay as initialised; they are returned by name. Everything else is
-  strict (`jreid.weights.merge`): a model weight the file lacks, a file weight without a place in
-  the model or a shape mismatch is a `WeightConversionError` naming them.
+  The file's stem (`conv1`, `bn1`, and `layer1` when it is modality-specific) is copied into both
+  the visible and the infrared stream (the one shared front of a single-stream model); the shared
+  stages load as named. The non-local blocks, the graph-reasoning modules, the pooling (GeM), the
+  BNNeck and the classifier are not in an ImageNet file and stay as initialised; they are returned
+  by name. Everything else is strict (`jreid.weights.merge`): a model weight the file lacks, a file
+  weight without a place in the model or a shape mismatch is a `WeightConversionError` naming them.
 
   Returns:
     (new variables as numpy arrays, names of the modules left as initialised).

@@ -24,7 +24,8 @@ cross-modality sampler guarantees it). The shared stages see the whole batch, as
 reference's concatenation does.
 
 Parameter names: `backbone/visible/{conv1,bn1[,layer1_*]}`, `backbone/infrared/...` (one
-`backbone/shared/...` front with `single_stream`), shared `backbone/layer*_*` and `backbone/NL_*_*` as `jreid.models.resnet`, `backbone/graph/...`.
+`backbone/shared/...` front with `single_stream`), shared `backbone/layer*_*` and `backbone/NL_*_*`
+as `jreid.models.resnet`, `backbone/graph/...`.
 """
 
 from collections.abc import Mapping, Sequence
