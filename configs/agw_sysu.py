@@ -9,9 +9,12 @@ ResNet-18 width 16, 96x48 input, per-image input standardisation, Adam 1e-3, 16 
 
   python -m jreid.main --config=configs/agw_sysu.py --workdir=/tmp/agw_sysu
 
-The recorded run is benchmarks/results/agw_sysu_synthreid_ir_cpu.json. SynthReID-IR is hard
-across modalities by design: a thermal camera sees garment grey levels from emissivity, unrelated to the
-visible colours, so only body shape, hair, gear and pose carry over.
+The recorded run is benchmarks/results/agw_sysu_synthreid_ir_cpu.json. SynthReID-IR is hard across
+modalities by design: no hue reaches the infrared images, skin is the brightest surface, a garment's
+grey level follows its visible lightness only roughly; body shape, garment kinds and patterns, hair
+and gear carry over. benchmarks/results/cross_modality_ceiling_cpu.json puts this default beside the
+same network trained and tested on visible images only, a single-stream network and no-learning
+baselines (benchmarks/cross_modality_ceiling.py).
 
 The paper recipe on SYSU-MM01 (288x144, SGD Nesterov lr 0.1 / 0.01 backbone, warmup over 10 epochs
 stepped per epoch, x0.1 at 20 and 50, 81 epochs; see jreid.methods.cross_modality.recipe_config),

@@ -333,6 +333,7 @@ RANGES.update({'distill.teacher_model.' + key[len('model.'):]: valid
 # The string keys with a fixed set of values (checked like the numeric ranges).
 CHOICES: dict[str, tuple[str, ...]] = {
     'model.pretrained_scope': ('backbone', 'all'),
+    'model.pooling.gem_eps_mode': ('auto', 'clamp', 'add'),
     'eval.protocol': ('market', 'cuhk03'),
 }
 

@@ -108,11 +108,22 @@ def pretrained_loader(config: ml_collections.ConfigDict):
   return load
 
 
+# Keys of config.model added after checkpoints were written, with the value that behaves as
+# before the key: left out of the fingerprint at that value, so those checkpoints still restore.
+_LATER_MODEL_KEYS = ((('pretrained_scope',), 'backbone'), (('pooling', 'gem_eps_mode'), 'auto'),
+                     (('two_stream', 'single_stream'), False))
+
+
 def model_fingerprint(model_config: ml_collections.ConfigDict) -> dict[str, Any]:
   """config.model as a checkpoint records it (and `jreid.FeatureExtractor` checks it)."""
   model = json.loads(model_config.to_json_best_effort())
-  if model.get('pretrained_scope') == 'backbone':
-    del model['pretrained_scope']  # The default: checkpoints from before the key still restore.
+  for path, default in _LATER_MODEL_KEYS:
+    *parents, key = path
+    node = model
+    for parent in parents:
+      node = node.get(parent) if isinstance(node, dict) else None
+    if isinstance(node, dict) and key in node and node[key] == default:
+      del node[key]
   return model
 
 

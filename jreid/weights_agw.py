@@ -15,10 +15,11 @@ torchvision ResNet-50s, of which the forward pass uses:
 
 The rest of the three ResNets (the streams' layer1..4 and fc, the shared network's stem and fc)
 never runs and is left out. GeM has a fixed p = 3 in the reference: a model with a learnable p
-gets 3.0. The reference's GeM adds 1e-12 after the spatial mean where jreid's (FastReID's) clamps
-each activation at 1e-6 before it, so a channel that is zero at every location pools to 1e-4
-there and 1e-6 here; the other channels pool alike. Test features are the post-BNNeck embeddings (the reference's `feat_att`, L2-normalised
-by the cosine metric).
+gets 3.0. The reference's GeM adds 1e-12 after the spatial mean where FastReID's clamps each
+activation at 1e-6 before it (a channel that is zero at every location pools to 1e-4 there and
+1e-6 here); a model loaded with config.model.pretrained_scope='all' pools the reference's way
+(`config.model.pooling.gem_eps_mode`, 'auto' -> 'add'). Test features are the post-BNNeck
+embeddings (the reference's `feat_att`, L2-normalised by the cosine metric).
 """
 
 from __future__ import annotations

@@ -105,9 +105,12 @@ def test_messages_name_the_key_the_value_and_the_range():
       'config.train.epochs=2.5 is out of range: must be an integer >= 1.')
   assert _message('train.epochs', True) == (
       'config.train.epochs=True is out of range: must be an integer >= 1.')
+  assert _message('model.pooling.gem_eps_mode', 'sum') == (
+      "config.model.pooling.gem_eps_mode='sum' is not one of 'auto', 'clamp', 'add'.")
   for key, good in (('data.num_parallel_calls', -1), ('data.prefetch', -1), ('data.prefetch', 0),
                     ('model.backbone.nl_layers', ()), ('loss.cross_entropy.epsilon', -1.0),
-                    ('train.epochs', 1), ('input.height', 2048), ('optim.gamma', 1.0)):
+                    ('train.epochs', 1), ('input.height', 2048), ('optim.gamma', 1.0),
+                    ('model.pooling.gem_eps_mode', 'add')):
     config_ranges.check_ranges(_config(key, good))
 
 

@@ -339,7 +339,7 @@ def test_sampler_batches(p, kv, kir):
 # Two-stream model
 
 
-def tiny_model(specific_stages=0):
+def tiny_model(specific_stages=0, single_stream=False):
   from jreid import models  # pylint: disable=g-import-not-at-top
   cfg = models.default_model_config()
   cfg.name = 'two_stream'
@@ -350,6 +350,7 @@ def tiny_model(specific_stages=0):
   cfg.pooling.name = 'gem'
   cfg.two_stream = two_stream.default_two_stream_config()
   cfg.two_stream.specific_stages = specific_stages
+  cfg.two_stream.single_stream = single_stream
   return models.build_model(cfg, 5)
 
 
@@ -385,6 +386,29 @@ def test_two_stream_routing_and_masked_statistics():
   other = images.at[1].set(0).at[3].set(255)  # infrared images changed
   np.testing.assert_allclose(visible_stats(images), visible_stats(other), rtol=1e-6)
   assert not np.allclose(visible_stats(images), visible_stats(images.at[0].set(0)))
+
+  # One stream (config.model.two_stream.single_stream): the network above with the visible
+  # front in both streams, for either modality; its BatchNorm statistics see the whole batch.
+  single = tiny_model(specific_stages=1, single_stream=True)
+  fronts = {k: v for k, v in variables.items()}
+  for collection in ('params', 'batch_stats'):
+    backbone = dict(variables[collection]['backbone'])
+    backbone['shared'] = backbone.pop('visible')
+    del backbone['infrared']
+    fronts[collection] = {**variables[collection], 'backbone': backbone}
+  assert jax.tree.structure(fronts) == jax.tree.structure(jax.eval_shape(
+      lambda: single.init(jax.random.key(0, impl='rbg'), images, modality, train=False)))
+  copied = {c: {**variables[c], 'backbone': {**variables[c]['backbone'],
+                                             'infrared': variables[c]['backbone']['visible']}}
+            for c in variables}
+  want = model.apply(copied, images, modality, train=False)['embedding']
+  for m in (modality, 1 - modality):
+    np.testing.assert_allclose(single.apply(fronts, images, m, train=False)['embedding'], want,
+                               rtol=1e-6, atol=1e-7)
+  _, updated = single.apply(fronts, images, modality, train=True, mutable=['batch_stats'])
+  _, changed = single.apply(fronts, other, modality, train=True, mutable=['batch_stats'])
+  assert not np.allclose(updated['batch_stats']['backbone']['shared']['bn1']['mean'],
+                         changed['batch_stats']['backbone']['shared']['bn1']['mean'])
 
 
 # --------------------------------------------------------------------------------------------
@@ -558,6 +582,16 @@ def test_pretrained_resnet_fills_both_streams(tmp_path, specific_stages):
                                 net.conv1.weight.detach().numpy().transpose(2, 3, 1, 0))
   jax.tree.map(np.testing.assert_array_equal, p['visible'], p['infrared'])
   assert ('layer1_0' in p['visible']) == bool(specific_stages)
+  # A single-stream model's one front gets the stem too.
+  cfg.two_stream.single_stream = True
+  single = models.build_model(cfg, 5)
+  initial_single = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), jax.eval_shape(
+      lambda: single.init(jax.random.key(0), images, modality, train=False)))
+  shared = cross_modality.load_pretrained_two_stream(initial_single, tmp_path / 'r18.pth',
+                                                     cfg)[0]['params']['backbone']
+  assert 'visible' not in shared and 'infrared' not in shared
+  jax.tree.map(np.testing.assert_array_equal, shared['shared'], p['visible'])
+  cfg.two_stream.single_stream = False
 
   # The trunk of each stream equals the torch network's layer4 output (eval mode).
   x = np.random.default_rng(11).normal(size=(2, 64, 32, 3)).astype(np.float32)

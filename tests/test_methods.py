@@ -234,5 +234,13 @@ def test_checkpoints_of_earlier_versions_match_their_method():
   two_stream = parts.fingerprint(_load('agw_sysu'), 10)
   checkpoint.check_fingerprint({k: v for k, v in two_stream.items() if k != 'method'},
                                two_stream, tiny.REPO)
+  # Model keys added later are recorded only away from the value that behaves as before them.
+  assert 'gem_eps_mode' not in two_stream['model']['pooling']
+  assert 'single_stream' not in two_stream['model']['two_stream']
+  config = _load('agw_sysu')
+  config.model.two_stream.single_stream = True
+  config.model.pooling.gem_eps_mode = 'add'
+  changed = parts.fingerprint(config, 10)['model']
+  assert changed['two_stream']['single_stream'] and changed['pooling']['gem_eps_mode'] == 'add'
   with pytest.raises(checkpoint.CheckpointMismatchError, match='method'):
     checkpoint.check_fingerprint(older, {**fp, 'method': 'cluster_contrast'}, tiny.REPO)

@@ -259,6 +259,19 @@ def test_poolings_equal_numpy_reference():
   relu_x = np.maximum(x, 0) + 1e-3
   np.testing.assert_allclose(GeneralizedMeanPool(p=1.0).apply({}, relu_x),
                              relu_x.mean(axis=(1, 2)), rtol=1e-5)
+  # AGW's GeM ('add'): 1e-12 added to the mean of x^p; a channel that is zero everywhere pools
+  # to 1e-4 there and to the clamp's 1e-6 in FastReID's ('auto' without a release: 'clamp').
+  relu = np.maximum(x, 0)
+  relu[..., 0] = 0
+  cfg = {'gem_p': 3.0, 'gem_learnable': False, 'gem_eps_mode': 'add'}
+  want = (np.mean(relu.astype(np.float64) ** 3, axis=(1, 2)) + 1e-12) ** (1 / 3)
+  np.testing.assert_allclose(POOLINGS.get('gem')(cfg).apply({}, relu), want, rtol=1e-5)
+  np.testing.assert_allclose(want[:, 0], 1e-4, rtol=1e-6)
+  for mode, release in (('auto', ''), ('clamp', 'agw')):
+    pooled = POOLINGS.get('gem')({**cfg, 'gem_eps_mode': mode}, release=release).apply({}, relu)
+    np.testing.assert_allclose(pooled[:, 0], 1e-6, rtol=1e-5)
+  pooled = POOLINGS.get('gem')({**cfg, 'gem_eps_mode': 'auto'}, release='agw').apply({}, relu)
+  np.testing.assert_allclose(pooled, want, rtol=1e-5)
 
 
 def test_learnable_gem_has_parameter_p_and_gradient():

@@ -134,7 +134,8 @@ def infrared(tmp_path_factory) -> pathlib.Path:
 
 
 def test_infrared_layout_is_sysu_mm01_and_deterministic(infrared, tmp_path):
-  assert infrared.name == f'synthreid_ir_v1_{synthreid.spec_hash(TINY)}'
+  # Version 2 renders garment patterns in the thermal look: caches of version 1 are not reused.
+  assert infrared.name == f'synthreid_ir_v2_{synthreid.spec_hash(TINY)}'
   assert sorted(p.name for p in infrared.iterdir()) == [
       'cam1', 'cam2', 'cam3', 'cam4', 'cam5', 'cam6', 'exp', 'synthreid_ir.json']
   ids = {name: (infrared / 'exp' / f'{name}_id.txt').read_text().strip()
@@ -169,13 +170,43 @@ def test_infrared_images_are_grey_with_bright_skin_and_visible_ones_coloured(inf
   # Body heat: exposed skin is the hottest surface, the scene the coldest.
   for shot in (s for s in synthreid.plan_ir_shots(TINY) if s.modality == 'infrared'):
     p = synthreid_ir.thermal_person_look(TINY, shot.person_key)
-    parts = [p.hair, p.upper, p.lower, p.shoes] + [x for x in (p.backpack, p.bag, p.hat)
-                                                   if x is not None]
+    parts = [p.hair, p.upper, p.upper2, p.lower, p.shoes] + [
+        x for x in (p.backpack, p.bag, p.hat) if x is not None]
     assert p.skin[0] > max(float(x[0]) for x in parts) and p.skin[0] >= 220
-    assert p.pattern == render.SOLID and p.logo is None
+    # The garment's pattern stays (two materials, two grey levels); the printed logo does not.
+    visible = render.person_look(TINY, shot.person_key)
+    assert (p.pattern, p.period, p.long_sleeves, p.lower_kind) == (
+        visible.pattern, visible.period, visible.long_sleeves, visible.lower_kind)
+    assert 12 - 1e-3 <= abs(float(p.upper2[0]) - float(p.upper[0])) <= 64 and p.logo is None
+    # A garment's level: 0.9 x its visible lightness (luma mapped onto 96..182) + 0.1 x a
+    # material's level.
+    materials = np.array([96.0, 112.0, 128.0, 146.0, 164.0, 182.0])
+    for level, colour in ((p.upper[0], visible.upper), (p.lower[0] / 0.9, visible.lower)):
+      lightness = 96.0 + 86.0 * float(np.dot(colour, [0.299, 0.587, 0.114])) / 255.0
+      assert np.abs((level - 0.9 * lightness) / 0.1 - materials).min() < 1e-2
     img = synthreid.render_shot(TINY, shot)[..., 0].astype(np.float32)
     border = np.concatenate([img[:, :3].ravel(), img[:, -3:].ravel()])
     assert np.percentile(img, 99.5) > 180 and np.median(border) < 100
+
+
+def test_infrared_images_show_the_garment_pattern(monkeypatch):
+  """A striped / checked / dotted garment is textured in the thermal image too: drawing the
+  same shot with one grey level for both materials changes only torso and arm pixels."""
+  spec = dataclasses.replace(TINY, num_train_ids=12)
+  shot = next(s for s in synthreid.plan_ir_shots(spec) if s.modality == 'infrared' and
+              render.person_look(spec, s.person_key).pattern == render.HSTRIPES)
+  patterned = synthreid.render_shot(spec, shot)[..., 0].astype(np.int32)
+  look = synthreid_ir.thermal_person_look(spec, shot.person_key)
+  plain = dataclasses.replace(look, upper2=look.upper)
+  monkeypatch.setitem(render._MODALITIES, 'infrared', (  # pylint: disable=protected-access
+      lambda s, k: plain, render._MODALITIES['infrared'][1]))  # pylint: disable=protected-access
+  solid = synthreid.render_shot(spec, shot)[..., 0].astype(np.int32)
+  changed = np.abs(patterned - solid) > 8
+  rows = np.flatnonzero(changed.any(axis=1))
+  assert rows.min() > 0.1 * spec.height and rows.max() < 0.75 * spec.height  # the upper body
+  # Horizontal stripes: down the middle of the torso, changed and unchanged rows alternate.
+  middle = changed[rows.min():rows.max() + 1, spec.width // 2]
+  assert np.count_nonzero(middle[1:] != middle[:-1]) >= 4
 
 
 # --- vehicles -----------------------------------------------------------------------------------
@@ -265,7 +296,7 @@ def test_registered_synthetic_variants_load(tmp_path):
   assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith('_tfds')) == sorted([
       f'synthreid_v1_{synthreid.spec_hash(dataclasses.replace(TINY, domain="b"))}',
       f'synthreid_v1_{synthreid.spec_hash(dataclasses.replace(TINY, query_occlusion="mixed"))}',
-      f'synthreid_ir_v1_{synthreid.spec_hash(TINY)}',
+      f'synthreid_ir_v2_{synthreid.spec_hash(TINY)}',
       f'synthvehicle_v1_{synthvehicle.spec_hash(TINY_VEHICLE)}'])
 
 
@@ -277,7 +308,7 @@ def test_registered_synthetic_variants_load(tmp_path):
 GENERATED_SHA256 = {
     'a': 'a142158adf28f3e3cd5e485276f90a54bbb7f3a84f79caa088cf99c927aee3bb',
     'b_mixed': '3bc2d6afbf77ce7693d1e7d26c3d987a0ba15d93fc4d80fc10b2a03929c0fd8d',
-    'infrared': 'f8afa41d7903bdfbbecf5e33013f6a46767927a5c4ff7a9ba96e7f45dcc7506e',
+    'infrared': 'd2b0ec8af72472c895dc84d8b5429bb76f41ec611a2b756c9b099008bc5a996e',
     'vehicle': 'be367140890adc571cf3514981d2a2fbf2326fb5763598ecfbc5056bb95d0ee7',
 }
 

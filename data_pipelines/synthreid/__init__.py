@@ -32,7 +32,9 @@ Variants (each its own cached copy, named by the spec hash; the default spec is 
   each query is hidden 20-50% by an object (from the floor, from a side, or held across the
   body) or is an upper-body crop stretched to the full size; train and gallery are unchanged.
 * Infrared (``generate_synthreid_ir``, dataset 'synthreid_ir'): the same identities seen by
-  visible cameras 1, 2, 4, 5 and thermal-like cameras 3, 6, written in the SYSU-MM01 layout.
+  visible cameras 1, 2, 4, 5 and thermal-like cameras 3, 6 (no hue; skin brightest, garment
+  grey levels mostly from the visible lightness and partly from the material, garment
+  patterns kept), written in the SYSU-MM01 layout.
 
 Use ``ensure_synthreid(cache_dir)`` to get a cached copy (generated on first use), or
 ``python -m data_pipelines.synthreid --out DIR`` to write one (``--spec domain=b``,

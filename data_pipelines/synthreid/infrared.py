@@ -2,8 +2,12 @@
 
 The same identities as SynthReID of a spec (same person keys) are seen by visible cameras 1, 2,
 4, 5 (SynthReID's rendering of ``spec.domain``) and thermal-like cameras 3, 6: grey, skin
-hottest, clothing grey levels from material emissivity, gear and scene cool, soft optics and
-sensor noise. Importing this module registers the 'infrared' look with
+hottest, a garment's grey level mostly from its visible lightness and partly from its material
+(so light clothes are mostly, not always, lighter), striped, checked and dotted garments still
+patterned (two materials, two grey levels), printed logos gone, gear and scene cool, soft optics
+and sensor noise. What crosses the modality gap is what crosses it in real infrared images: body
+shape, garment kinds and patterns, the rough order of the parts' brightness, exposed skin, hair
+and gear; hue never does. Importing this module registers the 'infrared' look with
 `render.register_modality`.
 """
 
@@ -21,7 +25,7 @@ from data_pipelines.synthreid import render
 from data_pipelines.synthreid.cache import default_cache_dir, ensure_cached, publish_atomically
 from data_pipelines.synthreid.plan import SCENE_PERIOD, Shot
 from data_pipelines.synthreid.render import (
-    SOLID, Camera, Person, background_texture, person_look, render_shot)
+    Camera, Person, background_texture, person_look, render_shot)
 from data_pipelines.synthreid.spec import (
     PERSON_STREAMS, STREAM_IR_PLAN, STREAM_THERMAL, SynthReIDSpec, keyed_rng, spec_hash)
 
@@ -31,6 +35,16 @@ from data_pipelines.synthreid.spec import (
 _IR_SKIN = (222.0, 248.0)
 _IR_HAIR = (128.0, 162.0)
 _IR_GARMENT = np.array([96.0, 112.0, 128.0, 146.0, 164.0, 182.0], np.float32)
+# A garment's grey level is mostly its visible lightness mapped onto the range of _IR_GARMENT,
+# partly its material's level (one of _IR_GARMENT drawn per garment): light fabrics mostly stay
+# lighter than dark ones (SYSU-MM01's infrared cameras are near-infrared, where most dyes keep
+# their order of lightness), but the material can reverse the order of two close garments.
+_IR_LIGHTNESS_WEIGHT = 0.9
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+# The second material of a striped, checked or dotted garment differs in emissivity by this much
+# (either can be warmer); the pattern keeps at least _IR_MIN_PATTERN grey levels of contrast.
+_IR_PATTERN_CONTRAST = (18.0, 42.0)
+_IR_MIN_PATTERN = 12.0
 _IR_SHOES = (62.0, 84.0)
 _IR_GEAR = (56.0, 88.0)
 _IR_WALLS = np.repeat(np.array([[34.0], [42.0], [50.0], [58.0], [66.0]], np.float32), 3, axis=1)
@@ -44,23 +58,42 @@ def _grey(level: float) -> np.ndarray:
   return np.full(3, level, np.float32)
 
 
+def _garment_level(colour: np.ndarray, material: float) -> float:
+  """The grey level of a garment of visible RGB `colour` made of a material of grey level
+  `material` (see _IR_LIGHTNESS_WEIGHT)."""
+  low, high = float(_IR_GARMENT[0]), float(_IR_GARMENT[-1])
+  lightness = low + (high - low) * float(np.asarray(colour, np.float32) @ _LUMA) / 255.0
+  return _IR_LIGHTNESS_WEIGHT * lightness + (1.0 - _IR_LIGHTNESS_WEIGHT) * material
+
+
 @functools.lru_cache(maxsize=512)
 def thermal_person_look(spec: SynthReIDSpec, key: tuple[int, int, int, int]) -> Person:
-  """The identity ``key`` as a thermal camera sees it: the same body, pose and gear, but grey
-  levels from body heat and material emissivity instead of colours; patterns and logos vanish."""
+  """The identity ``key`` as a thermal camera sees it: the same body, pose, garments and gear, no
+  hue. Skin is the hottest surface; a garment's grey level comes mostly from its visible lightness
+  and partly from its material; a striped, checked or dotted garment keeps its pattern (its two
+  yarns or prints differ in emissivity), at a contrast and polarity of its own; printed logos
+  vanish; hair, shoes and gear have levels of their own."""
   p = person_look(spec, key)
   rng = np.random.default_rng([key[0], STREAM_THERMAL, key[1], key[2]])
   skin = float(rng.uniform(*_IR_SKIN))
-  upper = float(rng.choice(_IR_GARMENT))
-  lower = float(rng.choice(_IR_GARMENT)) * 0.9  # legs are cooler than the torso
+  upper_material = float(rng.choice(_IR_GARMENT))
+  lower_material = float(rng.choice(_IR_GARMENT))
   gear = rng.uniform(*_IR_GEAR, size=2)
+  hair = rng.uniform(*_IR_HAIR)
+  shoes = rng.uniform(*_IR_SHOES)
+  hat = None if p.hat is None else _grey(0.8 * float(rng.uniform(*_IR_HAIR)))
+  contrast = float(rng.uniform(*_IR_PATTERN_CONTRAST)) * float(rng.choice([-1.0, 1.0]))
+  upper = _garment_level(p.upper, upper_material)
+  lower = _garment_level(p.lower, lower_material) * 0.9  # legs are cooler than the torso
+  step = _garment_level(p.upper2, upper_material + contrast) - upper
+  if abs(step) < _IR_MIN_PATTERN:
+    step = _IR_MIN_PATTERN * (np.sign(step) or np.sign(contrast))
+  upper2 = float(np.clip(upper + step, _IR_GARMENT[0] - 20.0, _IR_GARMENT[-1] + 20.0))
   return dataclasses.replace(
-      p, skin=_grey(skin), hair=_grey(rng.uniform(*_IR_HAIR)), upper=_grey(upper),
-      upper2=_grey(upper), pattern=SOLID, lower=_grey(lower),
-      shoes=_grey(rng.uniform(*_IR_SHOES)),
+      p, skin=_grey(skin), hair=_grey(hair), upper=_grey(upper), upper2=_grey(upper2),
+      lower=_grey(lower), shoes=_grey(shoes),
       backpack=None if p.backpack is None else _grey(gear[0]),
-      bag=None if p.bag is None else _grey(gear[1]), logo=None,
-      hat=None if p.hat is None else _grey(0.8 * float(rng.uniform(*_IR_HAIR))))
+      bag=None if p.bag is None else _grey(gear[1]), logo=None, hat=hat)
 
 
 @functools.lru_cache(maxsize=16)
@@ -73,7 +106,10 @@ def _thermal_camera_look(spec: SynthReIDSpec, cam: int) -> Camera:
 
 render.register_modality('infrared', thermal_person_look, _thermal_camera_look)
 
-SYNTHREID_IR_VERSION = 1
+# Part of the cache folder's name: a change of what the images show bumps it (2: garment levels
+# partly from the visible lightness, garment patterns kept), so caches of another version are
+# not reused.
+SYNTHREID_IR_VERSION = 2
 IR_MARKER = 'synthreid_ir.json'
 VISIBLE_CAMERAS = (1, 2, 4, 5)  # as SYSU-MM01: cameras 1, 2, 4, 5 are RGB, 3 and 6 infrared
 INFRARED_CAMERAS = (3, 6)
@@ -157,10 +193,10 @@ def generate_synthreid_ir(root: str | os.PathLike, spec: SynthReIDSpec = SynthRe
     <root>/exp/train_id.txt, val_id.txt, test_id.txt   comma-separated ids
     <root>/synthreid_ir.json
 
-  Visible images are SynthReID's rendering (``spec.domain``'s cameras 1, 2, 4, 5); infrared
-  images are thermal-like: grey, skin brightest, clothing grey levels from material emissivity,
-  a dark low-contrast scene. ``spec.num_cameras``, the walking model and the distractor/junk
-  fields are not used. Atomic as ``generate_synthreid``.
+  Visible images are SynthReID's rendering (``spec.domain``'s cameras 1, 2, 4, 5); infrared images
+  are thermal-like: grey, skin brightest, garment grey levels mostly from the visible lightness and
+  partly from the material, garment patterns kept, a dark low-contrast scene. ``spec.num_cameras``,
+  the walking model and the distractor/junk fields are not used. Atomic as ``generate_synthreid``.
   """
 
   def write(directory: pathlib.Path) -> dict:
@@ -175,7 +211,7 @@ def generate_synthreid_ir(root: str | os.PathLike, spec: SynthReIDSpec = SynthRe
 def ensure_synthreid_ir(cache_dir: str | os.PathLike | None = None,
                         spec: SynthReIDSpec = SynthReIDSpec()) -> pathlib.Path:
   """The infrared variant of ``spec`` under ``cache_dir``, generated on first use
-  (``synthreid_ir_v1_<spec_hash>``)."""
+  (``synthreid_ir_v<SYNTHREID_IR_VERSION>_<spec_hash>``)."""
   cache_dir = pathlib.Path(cache_dir) if cache_dir is not None else default_cache_dir()
   root = cache_dir / f'synthreid_ir_v{SYNTHREID_IR_VERSION}_{spec_hash(spec)}'
   return ensure_cached(root, IR_MARKER, lambda r: generate_synthreid_ir(r, spec))

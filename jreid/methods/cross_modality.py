@@ -275,7 +275,8 @@ def build(config: ml_collections.ConfigDict, data: Data, mesh: jax.sharding.Mesh
               if cm.protocol == 'sysu' else 'RegDB protocol (standard CMC), both directions')
   describe = (
       f'Two-stream `{bb.name}` (width {bb.width}, last stride {bb.last_stride}), '
-      f'{"stem + layer1" if ts.specific_stages else "stem"} per modality, '
+      f'{"stem + layer1" if ts.specific_stages else "stem"} '
+      f'{"shared by both modalities (one stream)" if ts.single_stream else "per modality"}, '
       f'non-local {"on" if bb.with_nl else "off"} (inter channels '
       f'{bb.nl_inter_channels or "C/2"}), graph reasoning: {", ".join(on) or "off"}; pooling '
       f'`{config.model.pooling.name}`, head `{config.model.head.name}`; losses '
@@ -320,12 +321,12 @@ def load_pretrained_two_stream(variables: dict[str, Any], path: str | os.PathLik
   """The two-stream model's `variables` with an ImageNet ResNet state dict (torchvision, timm or
   IBN-Net naming, e.g. torchvision's resnet50-0676ba61.pth) in its backbone.
 
-  The file's stem (`conv1`, `bn1`, and `layer1` when it is modality-specific) is copied into
-  both the visible and the infrared stream; the shared stages load as named. The non-local
-  blocks, the graph-reasoning modules, the pooling (GeM), the BNNeck and the classifier are not
-  in an ImageNet file and stay as initialised; they are returned by name. Everything else is
-  strict (`jreid.weights.merge`): a model weight the file lacks, a file weight without a place in
-  the model or a shape mismatch is a `WeightConversionError` naming them.
+  The file's stem (`conv1`, `bn1`, and `layer1` when it is modality-specific) is copied into both
+  the visible and the infrared stream (the one shared front of a single-stream model); the shared
+  stages load as named. The non-local blocks, the graph-reasoning modules, the pooling (GeM), the
+  BNNeck and the classifier are not in an ImageNet file and stay as initialised; they are returned
+  by name. Everything else is strict (`jreid.weights.merge`): a model weight the file lacks, a file
+  weight without a place in the model or a shape mismatch is a `WeightConversionError` naming them.
 
   Returns:
     (new variables as numpy arrays, names of the modules left as initialised).
@@ -345,11 +346,12 @@ def load_pretrained_two_stream(variables: dict[str, Any], path: str | os.PathLik
         "--config.model.pretrained_scope=all (the default 'backbone' takes ImageNet weights).")
   flat = traverse_util.flatten_dict(jax.device_get(variables))
   backbone = {p for p in flat if p[1:2] == ('backbone',)}
-  streams = {p[3] for p in backbone if p[2] == 'visible'}  # conv1, bn1 (+ layer1_*)
+  fronts = sorted({p[2] for p in backbone if p[2] in ('visible', 'infrared', 'shared')})
+  streams = {p[3] for p in backbone if p[2] == fronts[0]}  # conv1, bn1 (+ layer1_*)
   converted = {}
   for p, value in weights.convert_resnet(state_dict, ('backbone',)).items():
     if p[2] in streams:
-      for stream in ('visible', 'infrared'):
+      for stream in fronts:
         converted[(p[0], p[1], stream, *p[2:])] = value
     else:
       converted[p] = value

@@ -68,6 +68,10 @@ def default_model_config() -> Any:
   cfg.pooling.name = 'avg'
   cfg.pooling.gem_p = 3.0
   cfg.pooling.gem_learnable = False
+  # GeM's epsilon: 'clamp' (FastReID: max(x, 1e-6) before the mean), 'add' (AGW's code: 1e-12
+  # added to the mean), 'auto' ('add' for a released AGW model, pretrained_scope='all'; else
+  # 'clamp').
+  cfg.pooling.gem_eps_mode = 'auto'
   cfg.pooling.attention_per_channel = True  # 'attention': one weight map per channel, or shared.
   cfg.head = ml_collections.ConfigDict()
   cfg.head.name = 'bnneck'

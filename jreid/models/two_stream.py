@@ -23,8 +23,9 @@ statistics (its outputs are discarded anyway). Training batches hold both modali
 cross-modality sampler guarantees it). The shared stages see the whole batch, as the
 reference's concatenation does.
 
-Parameter names: `backbone/visible/{conv1,bn1[,layer1_*]}`, `backbone/infrared/...`, shared
-`backbone/layer*_*` and `backbone/NL_*_*` as `jreid.models.resnet`, `backbone/graph/...`.
+Parameter names: `backbone/visible/{conv1,bn1[,layer1_*]}`, `backbone/infrared/...` (one
+`backbone/shared/...` front with `single_stream`), shared `backbone/layer*_*` and `backbone/NL_*_*`
+as `jreid.models.resnet`, `backbone/graph/...`.
 """
 
 from collections.abc import Mapping, Sequence
@@ -92,6 +93,9 @@ class TwoStreamResNet(nn.Module):
     graph: keyword arguments of `CrossModalityGraphReasoning` as (name, value) pairs, or None
       for no graph reasoning.
     graph_stage: the graph reasoning runs after layer`graph_stage` (1..4).
+    single_stream: one front (`backbone/shared/...`) with the same weights and BatchNorm
+      statistics for both modalities: the one-stream network of AGW's ablation, the modality
+      unused. False: one front per modality.
   """
 
   block: type[resnet.BasicBlock] | type[resnet.Bottleneck]
@@ -104,6 +108,7 @@ class TwoStreamResNet(nn.Module):
   nl_inter_channels: int = 0
   graph: tuple[tuple[str, Any], ...] | None = None
   graph_stage: int = 3
+  single_stream: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, modality: jnp.ndarray, train: bool) -> jnp.ndarray:
@@ -129,9 +134,12 @@ class TwoStreamResNet(nn.Module):
       return ModalityStream(self.block, tuple(self.stage_sizes), self.width, self.specific_stages,
                             self.dtype, name=name)(x, mask, train)
 
-    visible_out = stream('visible', ~infrared)
-    infrared_out = stream('infrared', infrared)
-    x = jnp.where(infrared[:, None, None, None], infrared_out, visible_out)
+    if self.single_stream:
+      x = stream('shared', jnp.ones_like(infrared))
+    else:
+      visible_out = stream('visible', ~infrared)
+      infrared_out = stream('infrared', infrared)
+      x = jnp.where(infrared[:, None, None, None], infrared_out, visible_out)
     for i in range(self.specific_stages, num_stages):
       stage_stride = 1 if i == 0 else (self.last_stride if i == 3 else 2)
       first_nl = self.stage_sizes[i] - nl_layers[i]
@@ -185,6 +193,7 @@ def default_two_stream_config() -> Any:
 
   cfg = ml_collections.ConfigDict()
   cfg.specific_stages = 0  # 0: stem per modality (AGW); 1: stem + layer1 (graph reasoning).
+  cfg.single_stream = False  # True: those stages shared by both modalities (one-stream net).
   cfg.graph = ml_collections.ConfigDict()
   cfg.graph.local_to_local = False
   cfg.graph.global_to_local = False
@@ -237,9 +246,18 @@ def build_two_stream(cfg: Mapping[str, Any], num_classes: int) -> TwoStreamNet:
       trunk.block, tuple(trunk.stage_sizes), width=trunk.width, last_stride=trunk.last_stride,
       dtype=dtype, specific_stages=int(given.get('specific_stages', ts['specific_stages'])),
       nl_layers=tuple(trunk.nl_layers), nl_inter_channels=trunk.nl_inter_channels,
-      graph=tuple(sorted(graph.items())) if graph else None, graph_stage=int(graph_cfg['stage']))
-  pooling = component(POOLINGS, cfg['pooling'], 'pooling')(cfg['pooling'])
+      graph=tuple(sorted(graph.items())) if graph else None, graph_stage=int(graph_cfg['stage']),
+      single_stream=bool(given.get('single_stream', ts['single_stream'])))
+  pool = component(POOLINGS, cfg['pooling'], 'pooling')
+  if cfg['pooling']['name'] == 'gem':
+    # A released AGW model (the only whole two-stream models loaded with scope 'all') pools as
+    # its authors' code unless config.model.pooling.gem_eps_mode says otherwise.
+    release = 'agw' if cfg.get('pretrained_scope', 'backbone') == 'all' else ''
+    pooling = pool(cfg['pooling'], release=release)
+  else:
+    pooling = pool(cfg['pooling'])
   head = component(HEADS, cfg['head'], 'head')(cfg['head'], num_classes)
   return TwoStreamNet(backbone, pooling, head,
                       pixel_mean=tuple(float(v) for v in cfg['pixel_mean']),
-                      pixel_std=tuple(float(v) for v in cfg['pixel_std']), input_norm=baseline.input_norm_from(cfg))
+                      pixel_std=tuple(float(v) for v in cfg['pixel_std']),
+                      input_norm=baseline.input_norm_from(cfg))
