@@ -99,7 +99,7 @@ def iter_distance_blocks(
     host_blas: on a CPU device, compute the blocks with numpy's BLAS (module docstring); False
       keeps them in XLA.
     reuse_buffers: on the host path, write the blocks into two buffers in turn: a block is then
-      valid only until the next one after it is requested (for callers that reduce each block
+      valid only until the caller asks for the next one (for callers that reduce each block
       before asking for the next).
   """
   if metric not in METRICS:
@@ -151,7 +151,7 @@ def host_distance_block(query: np.ndarray, gallery: np.ndarray, metric: str,
   """``distance_block`` in numpy (float32, BLAS product), with as few full-size passes as it
   can: the result is the only ``[n, g]`` array, updated in place; written into ``out`` (float32
   ``[n, g]``, C-contiguous) when given. A reused ``out`` matters on hosts where first touching
-  fresh pages is slow: a new block per chunk was measured to double the product's time."""
+  fresh pages is slow: there a new block per chunk can cost as much as the product itself."""
   if metric == 'cosine':
     query = query / np.maximum(np.linalg.norm(query, axis=1, keepdims=True), np.float32(1e-12))
     out = np.matmul(query, gallery.T, out=out)  # gallery.T is a view: BLAS reads it transposed.

@@ -435,49 +435,51 @@ def rerank_features(
   query_original = np.empty((num_query, total - num_query), np.float32)
   device_feats = jnp.asarray(feats)
   stats = distance.gallery_statistics(device_feats, metric)
-  # Row chunks are cut from a zero-padded copy, so every step has the same shape (one
-  # compilation per kind of chunk); the padded rows' results are dropped.
-  padded = jnp.concatenate([device_feats, jnp.zeros((chunk_size, feats.shape[1]), jnp.float32)])
   # Chunks never straddle the query/gallery boundary: only query rows keep their gallery part.
   starts = [(start, min(start + chunk_size, num_query)) for start in range(0, num_query,
                                                                            chunk_size)]
   starts += [(start, min(start + chunk_size, total)) for start in range(num_query, total,
                                                                         chunk_size)]
+  pool = None
   if host_blas and distance.on_cpu(device_feats):
-    # On a CPU device numpy's BLAS computes the rows (distance.host_distance_block), in a
-    # thread while the host stores the previous chunk.
+    # On a CPU device numpy's BLAS computes the rows (distance.host_distance_block), in one
+    # worker thread while the host stores the previous chunk; the rows are reduced in one
+    # buffer (a fresh array per chunk is slow to touch), which the worker reuses only after the
+    # chunk's results are out of it.
     host_stats = distance.host_gallery_statistics(feats, metric)
+    buffer = np.empty((min(chunk_size, total), total), np.float32)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    # Two row buffers in turn (the chunk being reduced, the next one) instead of fresh arrays.
-    buffers = [np.empty((min(chunk_size, total), total), np.float32) for _ in range(2)]
-    chunks = {bounds: i for i, bounds in enumerate(starts)}
     reduce_rows = lambda first, stop: pool.submit(
         _reduced_rows_on_host, feats[first:stop], feats, host_stats, metric, width, num_query,
-        buffers[chunks[first, stop] % 2],
-        query_original[first:stop] if first < num_query else None)
+        buffer, query_original[first:stop] if first < num_query else None)
     fetch = lambda future: future.result()
   else:
-    pool = None
+    # Row chunks are cut from a zero-padded copy, so every step has the same shape (one
+    # compilation per kind of chunk); the padded rows' results are dropped.
+    padded = jnp.concatenate([device_feats, jnp.zeros((chunk_size, feats.shape[1]),
+                                                      jnp.float32)])
     reduce_rows = lambda first, stop: _reduced_rows(
         jax.lax.dynamic_slice_in_dim(padded, first, chunk_size), device_feats, stats, metric,
         width, num_query, first < num_query)
     fetch = lambda outputs: outputs
   pending = None
-  # The next chunk is dispatched before the host stores the current one (overlap).
-  for bounds in starts + [None]:
-    dispatched = None
-    if bounds is not None:
-      dispatched = (bounds, reduce_rows(*bounds))
-    if pending is not None:
-      (first, stop), outputs = pending
-      block_max, top, kept = fetch(outputs)
-      rowmax[first:stop] = np.asarray(block_max)[:stop - first]
-      rank[first:stop] = np.asarray(top)[:stop - first]
-      if kept is not None:
-        query_original[first:stop] = np.asarray(kept)[:stop - first]
-    pending = dispatched
-  if pool is not None:
-    pool.shutdown()
+  try:
+    # The next chunk is dispatched before the host stores the current one (overlap).
+    for bounds in starts + [None]:
+      dispatched = None
+      if bounds is not None:
+        dispatched = (bounds, reduce_rows(*bounds))
+      if pending is not None:
+        (first, stop), outputs = pending
+        block_max, top, kept = fetch(outputs)
+        rowmax[first:stop] = np.asarray(block_max)[:stop - first]
+        rank[first:stop] = np.asarray(top)[:stop - first]
+        if kept is not None:
+          query_original[first:stop] = np.asarray(kept)[:stop - first]
+      pending = dispatched
+  finally:
+    if pool is not None:
+      pool.shutdown()
 
   def original(rows, cols):
     values = np.empty(len(rows), np.float32)
