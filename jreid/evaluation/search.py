@@ -175,8 +175,9 @@ def search(
     gallery: ``[num_gallery, dim]`` features.
     k: neighbours per query, ``1 <= k <= num_gallery``.
     metric: ``'cosine'`` (``1 - cos``) or ``'euclidean'``.
-    backend: ``'numpy'`` (JAX matmuls or, on CPU, numpy's BLAS + numpy top-k), ``'faiss'`` or ``'auto'`` (faiss when it
-      has GPUs or dim < 256, else numpy; see the module docstring for the measurement).
+    backend: ``'numpy'`` (JAX matmuls or, on CPU, numpy's BLAS + numpy top-k), ``'faiss'`` or
+      ``'auto'`` (faiss when it has GPUs or dim < 256, else numpy; see the module docstring for
+      the measurement).
     chunk_size: queries per distance block on the numpy backend.
 
   Returns:
