@@ -8,7 +8,8 @@ Kinds:
 
 * `flat`: exact search. faiss `IndexFlatIP` on L2-normalised features (metric 'cosine') or
   `IndexFlatL2` ('euclidean'); without faiss, the features themselves, searched with
-  `jreid.evaluation.search.search(backend='numpy')` (JAX matmuls, numpy's BLAS on a CPU device, + an exact top-k).
+  `jreid.evaluation.search.search(backend='numpy')` (JAX matmuls, numpy's BLAS on a CPU device,
+  + an exact top-k).
 * `ivfpq`: faiss `IndexIVFPQ`, an inverted file of `nlist` k-means cells whose residuals are
   product-quantised to `m` bytes per vector (8-bit codes); a query visits `nprobe` cells.
   Defaults from the gallery size n and dimension d (`ivfpq_defaults`): nlist the power of two
