@@ -10,8 +10,9 @@ distance, Market-like distractors and junk at Market scale), each in its own sub
 * ``baseline``: what FastReID's compiled evaluator (``evaluate_cy`` / ``eval_market1501_cy``)
   does, with its per-query loop compiled by numba instead of Cython: the full float32 distance
   matrix (the same distance blocks as jreid: ``jreid.evaluation.compute_distance``),
-  ``np.argsort`` of the whole matrix at once, the int64 match matrix ``g_pids[indices] == q_pids[:, None]`` (built in 1024-row blocks: at once it
-  would need 23 GB at MSMT17 scale, more than this machine has), then per query: copy its order,
+  ``np.argsort`` of the whole matrix at once, the int64 match matrix
+  ``g_pids[indices] == q_pids[:, None]`` (built in 1024-row blocks: at once it would need 23 GB at
+  MSMT17 scale, more than this machine has), then per query: copy its order,
   drop same-identity same-camera items (and junk, which FastReID drops when loading), cumulative
   sums, INP, clamped CMC and AP as its loop computes them. Times of the three steps are reported
   separately.
