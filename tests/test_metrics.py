@@ -301,6 +301,108 @@ def test_host_blas_blocks_equal_xla_blocks_and_numpy(metric):
   np.testing.assert_allclose(by[True], by[False], rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize('metric', ['cosine', 'euclidean'])
+def test_folded_column_offset_gives_the_values_of_adding_it_afterwards(metric):
+  # The junk mask rides in the metric's own passes; every finite value must keep its bits.
+  rng = np.random.default_rng(2)
+  q = rng.normal(size=(9, 32)).astype(np.float32)
+  g = (rng.normal(size=(40, 32)) * rng.uniform(0.1, 30, size=(40, 1))).astype(np.float32)
+  junk = np.zeros(40, bool)
+  junk[[0, 7, 39]] = True
+  stats = evaluation.distance.host_gallery_statistics(g, metric)
+  qn = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), np.float32(1e-12))
+  if metric == 'cosine':
+    expected = np.float32(1.0) - (qn @ g.T) * stats[None, :]
+  else:
+    sq = np.einsum('ij,ij->i', q, q)[:, None]
+    expected = np.sqrt(np.maximum(q @ g.T * np.float32(-2.0) + sq + stats[None, :], 0))
+  offset = np.where(junk, np.float32(np.nan), np.float32(0.0)).astype(np.float32)
+  got = evaluation.distance.host_distance_block(q, g, metric, stats, column_offset=offset)
+  plain = evaluation.distance.host_distance_block(q, g, metric, stats)
+  np.testing.assert_array_equal(plain, expected)
+  np.testing.assert_array_equal(got, expected + offset[None, :])
+  assert np.isnan(got[:, junk]).all() and np.isfinite(got[:, ~junk]).all()
+  for tile_rows in (1, 4, 100):  # the passes run tile by tile; each tile is yielded finished
+    tiles = list(evaluation.distance.host_distance_tiles(q, g, metric, stats, column_offset=offset,
+                                                         tile_rows=tile_rows))
+    assert [start for start, _ in tiles] == list(range(0, 9, tile_rows))
+    np.testing.assert_array_equal(np.concatenate([tile.copy() for _, tile in tiles]), got)
+
+
+@pytest.mark.parametrize('host_blas', [True, False])
+@pytest.mark.parametrize('workers', [1, 2, 3])
+def test_map_distance_blocks_equals_iterating_the_blocks(host_blas, workers):
+  rng = np.random.default_rng(3)
+  q = rng.normal(size=(23, 16)).astype(np.float32)
+  g = rng.normal(size=(31, 16)).astype(np.float32)
+  junk = np.zeros(31, bool)
+  junk[[4, 5]] = True
+  expected = list(evaluation.iter_distance_blocks(q, g, 'euclidean', chunk_size=5,
+                                                  nan_columns=junk, host_blas=host_blas))
+  # The block is only valid during the call: keep a copy, as a reducing caller would not.
+  got = evaluation.distance.map_distance_blocks(
+      lambda start, block: (start, block.copy()), q, g, 'euclidean', chunk_size=5,
+      nan_columns=junk, host_blas=host_blas, workers=workers)
+  assert [start for start, _ in got] == [0, 5, 10, 15, 20]
+  for (start, block), (expected_start, expected_block) in zip(got, expected):
+    assert start == expected_start
+    np.testing.assert_array_equal(block, expected_block)
+
+
+@pytest.mark.parametrize('host_blas', [True, False])
+def test_map_distance_blocks_raises_the_first_failing_block(host_blas):
+  q = np.ones((40, 4), np.float32)
+  calls = []
+
+  def fn(start, block):
+    calls.append(start)
+    if start in (10, 30):
+      raise ValueError(f'block {start}')
+    return start
+
+  with pytest.raises(ValueError, match='block 10'):
+    evaluation.distance.map_distance_blocks(fn, q, q, chunk_size=5, host_blas=host_blas,
+                                            workers=2)
+  assert {0, 5, 10} <= set(calls)
+
+
+def test_ordered_map_keeps_order_and_worker_state():
+  states = []
+
+  def state():
+    states.append([])
+    return states[-1]
+
+  def work(item, mine):
+    mine.append(item)
+    return item * item
+
+  assert evaluation.distance.ordered_map(work, range(20), 3, state) == [i * i for i in range(20)]
+  assert 1 <= len(states) <= 3 and sorted(sum(states, [])) == list(range(20))
+
+
+@pytest.mark.parametrize('roc', [False, True])
+def test_parallel_ranking_equals_one_thread(monkeypatch, roc):
+  q_feats, g_feats, q_pids, g_pids, q_camids, g_camids = random_problem(8, num_q=37)
+  g_pids[[1, 5]] = -1
+  results = {}
+  for workers in (1, 3):
+    monkeypatch.setattr(evaluation.distance, 'default_workers', lambda w=workers: w)
+    results[workers] = (
+        evaluation.evaluate_features(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids,
+                                     chunk_size=4, roc=roc),
+        evaluation.evaluate_rank(evaluation.compute_distance(q_feats, g_feats), q_pids, g_pids,
+                                 q_camids, g_camids, chunk_size=4, roc=roc))
+  for one, three in zip(results[1], results[3]):
+    np.testing.assert_array_equal(one.cmc, three.cmc)
+    np.testing.assert_array_equal(one.all_ap, three.all_ap)
+    np.testing.assert_array_equal(one.all_inp, three.all_inp)
+    if roc:
+      np.testing.assert_array_equal(one.roc.tpr, three.roc.tpr)
+      np.testing.assert_array_equal(one.roc.fpr, three.roc.fpr)
+      np.testing.assert_array_equal(one.roc.tpr_at_fpr, three.roc.tpr_at_fpr)
+
+
 def test_normalize():
   x = np.array([[3.0, 4.0], [0.0, 0.0]], np.float32)
   np.testing.assert_allclose(evaluation.normalize(x), [[0.6, 0.8], [0.0, 0.0]], atol=1e-7)

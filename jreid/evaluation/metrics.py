@@ -29,8 +29,9 @@ look at the row for the rare exact ties). The ranker picks, per row, how many of
 matches to count by passes and sorts the entries below the rest; a sorted sample of the row
 estimates each plan's cost. An easy query costs one pass and a small sort; a hard one (matches
 deep in the ranking) at most about one pass per match. CMC(1..max_rank) needs
-the first match's rank, AP all of them and INP the last one. Memory is
-``O(chunk x num_gallery)``; ``evaluate_features`` never builds the full matrix.
+the first match's rank, AP all of them and INP the last one. Chunks are ranked in parallel
+threads (``distance.default_workers()``: numpy's loops release the GIL); memory is
+``O(chunk x num_gallery)`` per thread, and ``evaluate_features`` never builds the full matrix.
 
 ``protocol='cuhk03'`` is the CUHK03 single-gallery-shot protocol (``evaluate_cuhk03``) and
 ``roc=True`` adds the verification ROC (``jreid.evaluation.roc``) from the same pass.
@@ -38,7 +39,7 @@ the first match's rank, AP all of them and INP the last one. Memory is
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable
 import dataclasses
 
 import jax
@@ -391,7 +392,7 @@ def _check_block(start: int, block: np.ndarray) -> None:
 
 
 def _evaluate_blocks(
-    blocks: Iterable[tuple[int, np.ndarray]],
+    map_blocks: Callable[[Callable[[int, np.ndarray], tuple]], list[tuple]],
     q_pids: np.ndarray,
     g_pids: np.ndarray,
     q_camids: np.ndarray,
@@ -402,10 +403,11 @@ def _evaluate_blocks(
     fpr_targets: tuple[float, ...] = roc_lib.DEFAULT_FPRS,
     junk_masked: bool = False,
 ) -> RankResult:
-  """Ranks ``(start, distance block)`` chunks of queries and reduces them to a RankResult.
+  """Ranks chunks of queries and reduces them to a RankResult.
 
-  With ``junk_masked`` the blocks come with junk columns already NaN and finite elsewhere (from
-  checked features), so they are not checked for NaN.
+  ``map_blocks(fn)`` returns ``[fn(start, distance block)]`` over the chunks in order, calling
+  ``fn`` from any number of threads. With ``junk_masked`` the blocks come with junk columns
+  already NaN and finite elsewhere (from checked features), so they are not checked for NaN.
   """
   if max_rank < 1:
     raise ValueError(f'max_rank must be >= 1, got {max_rank}.')
@@ -415,15 +417,17 @@ def _evaluate_blocks(
   if roc:
     accumulator = roc_lib.RocAccumulator(
         *roc_lib.pair_counts(q_pids, q_camids, g_pids, g_camids), fpr_targets=fpr_targets)
-  first_ranks, aps, inps = [], [], []
-  num_skipped = 0
-  for start, block in blocks:
+
+  def rank(start: int, block: np.ndarray):
     block = np.asarray(block, np.float32)
     if not junk_masked:
       _check_block(start, block)
     rows = slice(start, start + len(block))
-    valid, first_rank, ap, inp = _rank_chunk(block, q_pids[rows], q_camids[rows], gallery,
-                                             accumulator, junk_masked)
+    return _rank_chunk(block, q_pids[rows], q_camids[rows], gallery, accumulator, junk_masked)
+
+  first_ranks, aps, inps = [], [], []
+  num_skipped = 0
+  for valid, first_rank, ap, inp in map_blocks(rank):
     num_skipped += int(np.sum(~valid))
     first_ranks.append(first_rank)
     aps.append(ap)
@@ -543,22 +547,25 @@ def evaluate_rank(
   num_query, num_gallery = distmat.shape
   ids = _check_ids(q_pids, g_pids, q_camids, g_camids, num_query, num_gallery)
   _check_protocol(protocol)
-  blocks = ((start, distmat[start:start + chunk_size])
-            for start in range(0, num_query, chunk_size))
-  return _dispatch(blocks, ids, max_rank, num_gallery, protocol, roc, fpr_targets, num_repeats,
-                   seed)
-
-
-def _dispatch(blocks, ids, max_rank, num_gallery, protocol, roc, fpr_targets, num_repeats, seed,
-              junk_masked=False):
+  starts = range(0, num_query, chunk_size)
   if protocol == 'cuhk03':
-    if roc:
-      raise ValueError("roc=True is computed with protocol='market' only: evaluate the ROC "
-                       'in a separate call.')
+    _check_cuhk03_options(roc)
+    blocks = ((start, distmat[start:start + chunk_size]) for start in starts)
     return _cuhk03_blocks(blocks, *ids, max_rank=max_rank, num_gallery=num_gallery,
                           num_repeats=num_repeats, seed=seed)
-  return _evaluate_blocks(blocks, *ids, max_rank=max_rank, num_gallery=num_gallery, roc=roc,
-                          fpr_targets=fpr_targets, junk_masked=junk_masked)
+
+  def map_blocks(fn):
+    return distance.ordered_map(lambda start, _: fn(start, distmat[start:start + chunk_size]),
+                                starts, distance.default_workers())
+
+  return _evaluate_blocks(map_blocks, *ids, max_rank=max_rank, num_gallery=num_gallery, roc=roc,
+                          fpr_targets=fpr_targets)
+
+
+def _check_cuhk03_options(roc: bool) -> None:
+  if roc:
+    raise ValueError("roc=True is computed with protocol='market' only: evaluate the ROC "
+                     'in a separate call.')
 
 
 def _check_protocol(protocol: str) -> None:
@@ -614,34 +621,39 @@ def evaluate_features(
   """``evaluate_rank(compute_distance(query_feats, gallery_feats, metric), ...)`` in chunks.
 
   Each chunk of ``chunk_size`` queries has its distances computed on the device (JAX; numpy's
-  BLAS in a thread when the device is the CPU) and is ranked on the host by counting (module
-  docstring) while the next one is computed; the full ``q x g`` matrix is never built.
+  BLAS when the device is the CPU) and is ranked on the host by counting (module docstring),
+  several chunks at once in threads (``distance.map_distance_blocks``); the full ``q x g``
+  matrix is never built.
 
   Args:
     query_feats, gallery_feats: ``[num_query, dim]`` and ``[num_gallery, dim]`` features.
     q_pids, g_pids, q_camids, g_camids: as in ``evaluate_rank``.
     metric: ``'cosine'`` or ``'euclidean'`` (see ``jreid.evaluation.distance``).
     max_rank: length of the CMC curve, clipped to the gallery size.
-    chunk_size: queries per chunk; memory is ``O(chunk_size x num_gallery)``.
+    chunk_size: queries per chunk; memory is ``O(chunk_size x num_gallery)`` per thread.
     protocol, roc, fpr_targets, num_repeats, seed: as in ``evaluate_rank``.
   """
   _check_protocol(protocol)
   num_query, num_gallery = np.shape(query_feats)[0], np.shape(gallery_feats)[0]
   ids = _check_ids(q_pids, g_pids, q_camids, g_camids, num_query, num_gallery)
   if protocol == 'cuhk03':
+    _check_cuhk03_options(roc)
     blocks = distance.iter_distance_blocks(query_feats, gallery_feats, metric, chunk_size)
-    return _dispatch(blocks, ids, max_rank, num_gallery, protocol, roc, fpr_targets,
-                     num_repeats, seed)
+    return _cuhk03_blocks(blocks, *ids, max_rank=max_rank, num_gallery=num_gallery,
+                          num_repeats=num_repeats, seed=seed)
   for name, feats in (('query', query_feats), ('gallery', gallery_feats)):
     # Finite squared norms rule out NaN distances, so the blocks need no NaN check.
     if np.ndim(feats) == 2 and not _finite_squared_norms(feats):
       raise ValueError(
           f'The {name} features contain NaN or inf (or values whose squares overflow float32): '
           'check the model output (a diverged model or a failed checkpoint restore).')
-  blocks = distance.iter_distance_blocks(query_feats, gallery_feats, metric, chunk_size,
-                                        nan_columns=ids[1] == JUNK_PID, reuse_buffers=True)
-  return _dispatch(blocks, ids, max_rank, num_gallery, protocol, roc, fpr_targets, num_repeats,
-                   seed, junk_masked=True)
+
+  def map_blocks(fn):
+    return distance.map_distance_blocks(fn, query_feats, gallery_feats, metric, chunk_size,
+                                        nan_columns=ids[1] == JUNK_PID)
+
+  return _evaluate_blocks(map_blocks, *ids, max_rank=max_rank, num_gallery=num_gallery, roc=roc,
+                          fpr_targets=fpr_targets, junk_masked=True)
 
 
 @jax.jit

@@ -23,6 +23,7 @@ the lowest buckets that can hold the ``floor(max_fpr * #negatives) + 1`` smalles
 """
 
 import dataclasses
+import threading
 
 import numpy as np
 
@@ -109,7 +110,11 @@ def pair_counts(q_pids, q_camids, g_pids, g_camids) -> tuple[int, int]:
 
 
 class RocAccumulator:
-  """Collects positive distances and the negative histogram block by block."""
+  """Collects positive distances and the negative histogram block by block.
+
+  ``add`` may be called from several threads (blocks ranked in parallel) and in any block order:
+  the result is the same.
+  """
 
   def __init__(self, num_positive: int, num_negative: int,
                fpr_targets: tuple[float, ...] = DEFAULT_FPRS):
@@ -126,6 +131,7 @@ class RocAccumulator:
     self.low_negatives = np.zeros(0, np.float32)
     self.cut_bucket = (1 << HIST_BITS) - 1  # negatives in buckets <= this are kept
     self.seen_negatives = 0
+    self._lock = threading.Lock()
 
   def add(self, block: np.ndarray, q_pids: np.ndarray, junk_cols: np.ndarray,
           same_rows: np.ndarray, same_cols: np.ndarray, pos_rows: np.ndarray,
@@ -139,6 +145,10 @@ class RocAccumulator:
       same_rows, same_cols: every same-pid pair of the block (non-junk queries).
       pos_rows, pos_cols: the positives among them (different camera).
     """
+    with self._lock:
+      self._add(block, q_pids, junk_cols, same_rows, same_cols, pos_rows, pos_cols)
+
+  def _add(self, block, q_pids, junk_cols, same_rows, same_cols, pos_rows, pos_cols) -> None:
     self.positives.append(block[pos_rows, pos_cols])
     rows = np.flatnonzero(q_pids != JUNK_PID)
     hist = np.zeros_like(self.hist)

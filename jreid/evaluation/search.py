@@ -123,10 +123,12 @@ def _auto_backend(dim: int) -> str:
 def _search_numpy(query, gallery, k, metric, chunk_size):
   distances = np.empty((query.shape[0], k), np.float32)
   indices = np.empty((query.shape[0], k), np.int64)
-  for start, block in distance.iter_distance_blocks(query, gallery, metric, chunk_size,
-                                                    reuse_buffers=True):
+
+  def store(start: int, block: np.ndarray) -> None:  # rows of its own: safe in any thread
     rows = slice(start, start + block.shape[0])
     distances[rows], indices[rows] = topk_smallest(block, k)
+
+  distance.map_distance_blocks(store, query, gallery, metric, chunk_size)
   return distances, indices
 
 
