@@ -248,6 +248,19 @@ def test_rerank_features_in_small_steps(monkeypatch):
                              rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize('workers', [1, 3])
+def test_rerank_features_does_not_depend_on_threads_or_tiles(monkeypatch, workers):
+  # Chunks reduced by several threads, the distance passes in tiles of any height and the
+  # Jaccard rows in chunks of any size: every entry must keep its bits.
+  q, g, _, _ = planted_problem(3, num_ids=9)
+  monkeypatch.setattr(distance, 'default_workers', lambda: 1)
+  whole = rerank.rerank_features(q, g, k1=5, k2=3, chunk_size=1024)
+  monkeypatch.setattr(distance, 'default_workers', lambda: workers)
+  monkeypatch.setattr(distance, '_TILE_BYTES', 3 * 4 * (len(q) + len(g)))  # 3-row tiles
+  monkeypatch.setattr(rerank, '_JACCARD_CHUNK_ELEMENTS', 2 * len(g))
+  np.testing.assert_array_equal(rerank.rerank_features(q, g, k1=5, k2=3, chunk_size=7), whole)
+
+
 def test_rerank_features_bad_inputs():
   with pytest.raises(ValueError, match='same dim'):
     rerank.rerank_features(np.ones((2, 3)), np.ones((4, 2)))

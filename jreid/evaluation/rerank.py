@@ -36,7 +36,6 @@ Two modes of the same algorithm:
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 
 import jax
@@ -57,7 +56,7 @@ _PAIRS_PER_STEP = 1 << 15
 # Tile side of the blocked transposes.
 _TRANSPOSE_TILE = 256
 # Bound on the dense [rows, columns] accumulator of one chunk of Jaccard rows.
-_JACCARD_CHUNK_ELEMENTS = 1 << 22
+_JACCARD_CHUNK_ELEMENTS = 1 << 20
 
 
 def initial_rank(dist: np.ndarray, width: int) -> np.ndarray:
@@ -141,15 +140,19 @@ def local_query_expansion(v: scipy.sparse.csr_matrix, rank: np.ndarray,
   return expanded
 
 
-def _shared_overlaps(v: scipy.sparse.csr_matrix, rows: np.ndarray, cols: np.ndarray):
-  """Yields ``(start, n_rows, shared, m)`` per chunk of ``rows``: the flat indices into the
-  ``[n_rows, len(cols)]`` block of the pairs whose ``V`` rows share support, and their float32
-  ``m = sum_j min(V[rows[a], j], V[cols[b], j])`` (every other pair of the block has ``m = 0``)."""
+def _for_shared_overlaps(v: scipy.sparse.csr_matrix, rows: np.ndarray, cols: np.ndarray,
+                         fn) -> None:
+  """Calls ``fn(start, n_rows, shared, m)`` per chunk of ``rows``, chunks in parallel threads:
+  ``shared`` are the flat indices into the ``[n_rows, len(cols)]`` block of the pairs whose
+  ``V`` rows share support, ``m`` their float32 ``sum_j min(V[rows[a], j], V[cols[b], j])``
+  (every other pair of the block has ``m = 0``). Each pair's sum runs in the same order
+  whatever the threads, so the values do not depend on them."""
   v = v.tocsr()
   # Inverted index: for each feature j, the positions b with V[cols[b], j] != 0.
   inverted = v[cols].T.tocsr()  # [features, len(cols)]
   chunk = max(1, _JACCARD_CHUNK_ELEMENTS // max(len(cols), 1))
-  for start in range(0, len(rows), chunk):
+
+  def overlaps(start: int, _) -> None:
     block = v[rows[start:start + chunk]].tocoo()
     counts = np.diff(inverted.indptr)[block.col]
     total = int(counts.sum())
@@ -159,8 +162,10 @@ def _shared_overlaps(v: scipy.sparse.csr_matrix, rows: np.ndarray, cols: np.ndar
     flat = np.repeat(block.row.astype(np.int64), counts) * len(cols) + inverted.indices[entry]
     n_rows = min(chunk, len(rows) - start)
     overlap = np.bincount(flat, weights=mins, minlength=n_rows * len(cols))
-    shared = np.flatnonzero(overlap)
-    yield start, n_rows, shared, overlap[shared].astype(np.float32)
+    shared = np.flatnonzero(overlap != 0)  # (a bool mask: several times faster than on floats)
+    fn(start, n_rows, shared, overlap[shared].astype(np.float32))
+
+  distance.ordered_map(overlaps, range(0, len(rows), chunk), distance.default_workers())
 
 
 def jaccard_of_weights(v: scipy.sparse.csr_matrix, rows: np.ndarray, cols: np.ndarray,
@@ -173,10 +178,13 @@ def jaccard_of_weights(v: scipy.sparse.csr_matrix, rows: np.ndarray, cols: np.nd
   """
   if out is None:
     out = np.empty((len(rows), len(cols)), np.float32)
-  for start, n_rows, shared, m in _shared_overlaps(v, rows, cols):
+
+  def store(start, n_rows, shared, m):
     part = out[start:start + n_rows].reshape(-1)
     part.fill(1.0)
     part[shared] = 1.0 - m / (2.0 - m)
+
+  _for_shared_overlaps(v, rows, cols, store)
   return out
 
 
@@ -319,8 +327,8 @@ def _rerank_from_rank(rank, original, num_query, k1, k2, lambda_value, out):
   if k2 != 1:
     v = local_query_expansion(v, rank, k2)
   keep, mix = np.float32(lambda_value), np.float32(1.0 - lambda_value)
-  for start, n_rows, shared, m in _shared_overlaps(v, np.arange(num_query),
-                                                   np.arange(num_query, total)):
+
+  def store(start, n_rows, shared, m):
     part = out[start:start + n_rows].reshape(-1)
     part *= keep
     # Jaccard distance 1 (no shared support) everywhere but at the shared pairs; each entry is
@@ -328,6 +336,8 @@ def _rerank_from_rank(rank, original, num_query, k1, k2, lambda_value, out):
     mixed = (1.0 - m / (2.0 - m)) * mix + part[shared]
     part += mix
     part[shared] = mixed
+
+  _for_shared_overlaps(v, np.arange(num_query), np.arange(num_query, total), store)
   return out
 
 
@@ -363,14 +373,19 @@ def _reduced_rows_on_host(rows: np.ndarray, feats: np.ndarray, stats: np.ndarray
                           width: int, num_query: int, buffer: np.ndarray,
                           kept_out: np.ndarray | None):
   """``_reduced_rows`` in numpy: the rows' distances from the host BLAS into ``buffer``, the
-  same reductions; the normalised gallery part is written into ``kept_out`` when given."""
-  squared = distance.host_distance_block(rows, feats, metric, stats, out=buffer[:len(rows)])
-  np.square(squared, out=squared)
-  row_max = squared.max(axis=1)
-  top = search_lib.topk_smallest(squared, width)[1]
-  if kept_out is not None:
-    np.divide(squared[:, num_query:], row_max[:, None], out=kept_out)
-  return row_max, top, None
+  same reductions, made tile by tile while each tile is in cache; returns ``(row max, top)``
+  and writes the normalised gallery part into ``kept_out`` when given."""
+  row_max = np.empty(len(rows), np.float32)
+  top = np.empty((len(rows), width), np.int64)
+  for start, tile in distance.host_distance_tiles(rows, feats, metric, stats,
+                                                  out=buffer[:len(rows)]):
+    end = start + len(tile)
+    np.square(tile, out=tile)
+    row_max[start:end] = tile.max(axis=1)
+    top[start:end] = search_lib.topk_smallest(tile, width)[1]
+    if kept_out is not None:
+      np.divide(tile[:, num_query:], row_max[start:end, None], out=kept_out[start:end])
+  return row_max, top
 
 
 def rerank_features(
@@ -440,46 +455,41 @@ def rerank_features(
                                                                            chunk_size)]
   starts += [(start, min(start + chunk_size, total)) for start in range(num_query, total,
                                                                         chunk_size)]
-  pool = None
   if host_blas and distance.on_cpu(device_feats):
-    # On a CPU device numpy's BLAS computes the rows (distance.host_distance_block), in one
-    # worker thread while the host stores the previous chunk; the rows are reduced in one
-    # buffer (a fresh array per chunk is slow to touch), which the worker reuses only after the
-    # chunk's results are out of it.
+    # On a CPU device numpy's BLAS computes the rows (distance.host_distance_tiles); each worker
+    # thread computes and reduces whole chunks in its own buffer (a fresh array per chunk is
+    # slow to touch) and stores the results in their disjoint rows.
     host_stats = distance.host_gallery_statistics(feats, metric)
-    buffer = np.empty((min(chunk_size, total), total), np.float32)
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    reduce_rows = lambda first, stop: pool.submit(
-        _reduced_rows_on_host, feats[first:stop], feats, host_stats, metric, width, num_query,
-        buffer, query_original[first:stop] if first < num_query else None)
-    fetch = lambda future: future.result()
+
+    def reduce_chunk(bounds, buffer):
+      first, stop = bounds
+      rowmax[first:stop], rank[first:stop] = _reduced_rows_on_host(
+          feats[first:stop], feats, host_stats, metric, width, num_query, buffer,
+          query_original[first:stop] if first < num_query else None)
+
+    distance.ordered_map(reduce_chunk, starts, distance.default_workers(),
+                         lambda: np.empty((min(chunk_size, total), total), np.float32))
   else:
     # Row chunks are cut from a zero-padded copy, so every step has the same shape (one
-    # compilation per kind of chunk); the padded rows' results are dropped.
+    # compilation per kind of chunk); the padded rows' results are dropped. The next chunk is
+    # dispatched before the host stores the current one (overlap).
     padded = jnp.concatenate([device_feats, jnp.zeros((chunk_size, feats.shape[1]),
                                                       jnp.float32)])
-    reduce_rows = lambda first, stop: _reduced_rows(
-        jax.lax.dynamic_slice_in_dim(padded, first, chunk_size), device_feats, stats, metric,
-        width, num_query, first < num_query)
-    fetch = lambda outputs: outputs
-  pending = None
-  try:
-    # The next chunk is dispatched before the host stores the current one (overlap).
+    pending = None
     for bounds in starts + [None]:
       dispatched = None
       if bounds is not None:
-        dispatched = (bounds, reduce_rows(*bounds))
+        first = bounds[0]
+        dispatched = (bounds, _reduced_rows(
+            jax.lax.dynamic_slice_in_dim(padded, first, chunk_size), device_feats, stats, metric,
+            width, num_query, first < num_query))
       if pending is not None:
-        (first, stop), outputs = pending
-        block_max, top, kept = fetch(outputs)
+        (first, stop), (block_max, top, kept) = pending
         rowmax[first:stop] = np.asarray(block_max)[:stop - first]
         rank[first:stop] = np.asarray(top)[:stop - first]
         if kept is not None:
           query_original[first:stop] = np.asarray(kept)[:stop - first]
       pending = dispatched
-  finally:
-    if pool is not None:
-      pool.shutdown()
 
   def original(rows, cols):
     values = np.empty(len(rows), np.float32)
