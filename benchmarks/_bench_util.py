@@ -79,22 +79,22 @@ def _status_gb(field: str) -> float:
   raise KeyError(field)
 
 
-def module_at_commit(path: str, commit: str, name: str):
-  """Imports the file ``path`` (relative to the repository root) as it was at ``commit``."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  import tempfile  # pylint: disable=g-import-not-at-top
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  source = subprocess.run(['git', 'show', f'{commit}:{path}'], cwd=root, check=True,
-                          capture_output=True, text=True).stdout
-  folder = tempfile.mkdtemp(prefix='jreid_bench_')
-  file = os.path.join(folder, f'{name}.py')
-  with open(file, 'w') as f:
-    f.write(source)
-  spec = importlib.util.spec_from_file_location(name, file)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[name] = module  # dataclasses look their module up
-  spec.loader.exec_module(module)
-  return module
+def checkout_at_commit(commit: str) -> str:
+  """A temporary copy of the repository's tracked files at ``commit`` (``git archive``): a
+  benchmark's child run there imports that version of the whole library, so "before" is
+  measured as it was, not one module of it against today's others. Made once per process."""
+  if commit not in _CHECKOUTS:
+    import tempfile  # pylint: disable=g-import-not-at-top
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    folder = tempfile.mkdtemp(prefix=f'jreid_{commit}_')
+    archive = subprocess.run(['git', 'archive', commit], cwd=root, check=True,
+                             capture_output=True).stdout
+    subprocess.run(['tar', '-x', '-C', folder], input=archive, check=True)
+    _CHECKOUTS[commit] = folder
+  return _CHECKOUTS[commit]
+
+
+_CHECKOUTS = {}
 
 
 def peak_rss_gb() -> float:

@@ -17,11 +17,13 @@ distance, Market-like distractors and junk at Market scale), each in its own sub
   sums, INP, clamped CMC and AP as its loop computes them. Times of the three steps are reported
   separately.
 * ``jreid``: ``jreid.evaluation.evaluate_features`` (the public entry of ``jreid.inference``).
-* ``matmul``: the same distance blocks, computed and discarded: the floor of any evaluation
-  from features.
-* ``before`` (with ``--before``): ``evaluate_features`` of jreid at commit ``PREVIOUS_COMMIT``
-  (the counting ranker that sorted every candidate up to each query's last match), loaded from
-  git.
+* ``matmul``: the same distance blocks, computed as ``evaluate_features`` computes them
+  (``distance.map_distance_blocks``: one block per worker thread) and discarded: the floor of
+  any evaluation from features.
+* ``before`` (with ``--before``): the ``jreid`` child of this script as of commit
+  ``PREVIOUS_COMMIT`` (one block computed in a thread while the caller ranked the previous one),
+  run in a copy of the repository at that commit (``_bench_util.checkout_at_commit``). Its
+  results must be those of today's (the same AP per query).
 
 Time is wall-clock of the evaluation call; peak RSS is the child's VmHWM after the features are
 made (``_bench_util.reset_peak``), features and runtime included. jreid's numbers are checked
@@ -46,11 +48,7 @@ import _bench_util as util  # pylint: disable=g-import-not-at-top
 MAX_RANK = 50
 CHUNK = 1024
 MODES = ('baseline', 'jreid', 'matmul')
-PREVIOUS_COMMIT = '5086bd1'
-
-
-def previous_metrics_module():
-  return util.module_at_commit('jreid/evaluation/metrics.py', PREVIOUS_COMMIT, 'previous_metrics')
+PREVIOUS_COMMIT = 'ea469a8'
 
 
 def _fastreid_loop():
@@ -154,8 +152,6 @@ def child(mode: str, scale: str, level: str) -> dict:
   query, gallery, q_pids, g_pids, q_camids, g_camids = util.make_problem(scale, level)
   query, gallery = jnp.asarray(query), jnp.asarray(gallery)
   out = {'mode': mode, 'scale': scale, 'level': level, 'backend': jax.default_backend()}
-  if mode == 'before':
-    metrics = previous_metrics_module()
   # Every mode compiles outside its timed call: the [CHUNK, g] distance step, the baseline's
   # numba loop.
   for _ in distance.iter_distance_blocks(query[:CHUNK], gallery, 'cosine', CHUNK):
@@ -178,8 +174,7 @@ def child(mode: str, scale: str, level: str) -> dict:
                                          metric='cosine', max_rank=MAX_RANK, chunk_size=CHUNK)
       cmc, all_ap, all_inp = result.cmc, result.all_ap, result.all_inp
     else:
-      for _, block in distance.iter_distance_blocks(query, gallery, 'cosine', CHUNK):
-        del block
+      distance.map_distance_blocks(lambda start, block: None, query, gallery, 'cosine', CHUNK)
       cmc = None
   out['seconds'] = t.seconds
   out.update(timings)
@@ -219,8 +214,13 @@ def main():
   for scale in scales:
     num_q, num_g = util.SCALES[scale][:2]
     for level in args.levels.split(','):
-      modes = MODES + (('before',) if args.before else ())
-      runs = {mode: util.run_child(__file__, [mode, scale, level]) for mode in modes}
+      runs = {}
+      if args.before:  # first: its child saves its APs where today's jreid child does
+        old_script = os.path.join(util.checkout_at_commit(PREVIOUS_COMMIT), 'benchmarks',
+                                  os.path.basename(__file__))
+        runs['before'] = util.run_child(old_script, ['jreid', scale, level])
+        os.replace(_ap_path('jreid', scale, level), _ap_path('before', scale, level))
+      runs.update({mode: util.run_child(__file__, [mode, scale, level]) for mode in MODES})
       base, ours, floor = runs['baseline'], runs['jreid'], runs['matmul']
       ap_diff = np.abs(np.load(_ap_path('jreid', scale, level))
                        - np.load(_ap_path('baseline', scale, level)))
@@ -237,7 +237,8 @@ def main():
       }
       if 'before' in runs:
         summary['speedup_vs_before'] = runs['before']['seconds'] / ours['seconds']
-        assert abs(runs['before']['mAP'] - ours['mAP']) < 1e-9
+        np.testing.assert_array_equal(np.load(_ap_path('before', scale, level)),
+                                      np.load(_ap_path('jreid', scale, level)))
       assert base['num_valid'] == ours['num_valid']
       assert abs(base['mAP'] - ours['mAP']) < 1e-4, (base['mAP'], ours['mAP'])
       payload['results'][f'{scale}/{level}'] = summary

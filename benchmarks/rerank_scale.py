@@ -16,7 +16,10 @@ subprocess:
   float32. Its three input matrices come from the same features through
   ``jreid.evaluation.compute_distance``; their time is reported apart.
 * ``jreid``: ``jreid.evaluation.rerank_features``, from the features.
-* ``before`` (with ``--before``): ``rerank_features`` as of commit ``PREVIOUS_COMMIT``.
+* ``before`` (with ``--before``): the ``jreid`` child of this script as of commit
+  ``PREVIOUS_COMMIT`` (chunks reduced by one thread), run in a copy of the repository at that
+  commit (``_bench_util.checkout_at_commit``); the parent reports whether today's result is
+  bitwise the same.
 
 Each child reports wall time and peak RSS (VmHWM after the features are made; features and
 runtime included), the mAP before and after re-ranking, and saves its result; the parent
@@ -40,7 +43,7 @@ import _bench_util as util  # pylint: disable=g-import-not-at-top
 
 K1, K2, LAMBDA = 20, 6, 0.3
 MODES = ('baseline', 'jreid')
-PREVIOUS_COMMIT = '5086bd1'
+PREVIOUS_COMMIT = 'ea469a8'
 TOLERANCE = 1e-4
 
 
@@ -89,10 +92,6 @@ def baseline_rerank(q_g, q_q, g_g, k1=K1, k2=K2, lambda_value=LAMBDA):
   return final[:num_query, num_query:]
 
 
-def previous_rerank_module():
-  return util.module_at_commit('jreid/evaluation/rerank.py', PREVIOUS_COMMIT, 'previous_rerank')
-
-
 def _result_path(mode, scale, level):
   return os.path.join('/tmp', f'rerank_scale_{mode}_{scale}_{level}.npy')
 
@@ -107,8 +106,6 @@ def child(mode: str, scale: str, level: str) -> dict:
   query /= np.linalg.norm(query, axis=1, keepdims=True)
   gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
   out = {'mode': mode, 'scale': scale, 'level': level, 'backend': jax.default_backend()}
-  if mode == 'before':
-    rerank = previous_rerank_module()
   # Compile the distance steps outside the timed call.
   for chunk in (1024, 4096):
     for _ in distance.iter_distance_blocks(query[:chunk], gallery[:16], 'euclidean', chunk):
@@ -161,8 +158,13 @@ def main():
   out = args.out or (None if args.quick else 'rerank_scale_cpu.json')
   num_q, num_g = util.SCALES[scale][:2]
   for level in args.levels.split(','):
-    modes = MODES + (('before',) if args.before else ())
-    runs = {mode: util.run_child(__file__, [mode, scale, level]) for mode in modes}
+    runs = {}
+    if args.before:  # first: its child saves its result where today's jreid child does
+      old_script = os.path.join(util.checkout_at_commit(PREVIOUS_COMMIT), 'benchmarks',
+                                os.path.basename(__file__))
+      runs['before'] = util.run_child(old_script, ['jreid', scale, level])
+      os.replace(_result_path('jreid', scale, level), _result_path('before', scale, level))
+    runs.update({mode: util.run_child(__file__, [mode, scale, level]) for mode in MODES})
     base, ours = runs['baseline'], runs['jreid']
     diff = np.abs(np.load(_result_path('jreid', scale, level))
                   - np.load(_result_path('baseline', scale, level)))
@@ -177,6 +179,9 @@ def main():
     }
     if 'before' in runs:
       summary['speedup_vs_before'] = runs['before']['seconds'] / ours['seconds']
+      summary['bitwise_equal_to_before'] = bool(np.array_equal(
+          np.load(_result_path('before', scale, level)), np.load(_result_path('jreid', scale,
+                                                                               level))))
     payload['results'][f'{scale}/{level}'] = summary
     print(f'{scale} ({num_q} + {num_g}) {level}: mAP {ours["mAP_before"]:.3f} -> '
           f'{ours["mAP"]:.3f} (baseline -> {base["mAP"]:.3f})\n'
@@ -189,7 +194,8 @@ def main():
           flush=True)
     if 'before' in runs:
       print(f'  before   {runs["before"]["seconds"]:.2f} s (now {summary["speedup_vs_before"]:.1f}x'
-            f' faster), peak {runs["before"]["peak_rss_gb"]:.2f} GB', flush=True)
+            f' faster), peak {runs["before"]["peak_rss_gb"]:.2f} GB; bitwise equal: '
+            f'{summary["bitwise_equal_to_before"]}', flush=True)
     if out:  # after every level: a later failure (e.g. the OOM killer) keeps what was measured
       path = util.write_results(out, payload)
   if out:

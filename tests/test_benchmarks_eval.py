@@ -43,3 +43,18 @@ def test_rerank_scale_quick_matches_dense_algorithm():
   assert ours > before and abs(ours - dense) < 1e-3
   differing = float(re.search(r'differing by > 0.0001: ([0-9.e+-]+)', out).group(1))
   assert differing < 1e-3
+
+
+def test_rerank_scale_quick_before_runs_the_earlier_commit_and_matches_it_bitwise():
+  sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
+  try:
+    import rerank_scale  # pylint: disable=import-outside-toplevel
+  finally:
+    sys.path.pop(0)
+  known = subprocess.run(['git', 'cat-file', '-e', f'{rerank_scale.PREVIOUS_COMMIT}^{{commit}}'],
+                         cwd=ROOT, capture_output=True, check=False)
+  if known.returncode:
+    pytest.skip(f'commit {rerank_scale.PREVIOUS_COMMIT} is not in this clone (shallow?)')
+  out = run_benchmark('rerank_scale.py', '--levels', 'realistic', '--before')
+  assert re.search(r'before +[0-9.]+ s \(now [0-9.]+x faster\), peak [0-9.]+ GB; bitwise equal: '
+                   r'True', out), out
