@@ -26,6 +26,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from jreid import host_memory
+
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
@@ -471,6 +473,8 @@ def fail(message: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
   """The `jreid` console command."""
+  if argv is None:  # the real command line (not a call from Python): it may re-run once
+    host_memory.ensure_hugepage_malloc()
   argv = list(sys.argv[1:] if argv is None else argv)
   parser = _parser()
   try:

@@ -18,6 +18,10 @@ import signal
 import sys
 import traceback
 
+if __name__ == '__main__':  # before the heavy imports: it may re-run this command once
+  from jreid import host_memory  # pylint: disable=g-import-not-at-top
+  host_memory.ensure_hugepage_malloc()
+
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
