@@ -20,6 +20,10 @@ fails there). Each side's model FLOPs utilisation (MFU) is printed: 3 x the forw
 (as XLA counts them before optimisation) per image x images/s, over the device's dense peak
 (`_device_peak.py`: bfloat16, or TF32 for float32; `--peak-tflops` for other devices).
 
+Like `python -m jreid.main`, the script first re-runs itself with glibc's huge-page malloc
+(`jreid.host_memory`; `--no-hugepages` keeps the process as started); both frameworks run in that
+one process, so both get it. The record's `glibc_tunables` says which way it ran.
+
 The jreid step is the model/loss/optimiser of the supervised setup written out (jreid.models
 Baseline, jreid.losses, optax) under one jax.jit with the state donated; the PyTorch step is
 written here from torch.nn primitives (no torchvision needed). On CPU, jreid computes 1x1
@@ -273,6 +277,9 @@ def main(argv=None) -> dict:
   parser.add_argument('--dry-run', action='store_true',
                       help='tiny shapes (batch 8 of 64x32, blocks 1,1, width 8, 2 steps)')
   parser.add_argument('--out', default='', help='write the results as JSON here')
+  parser.add_argument('--no-hugepages', action='store_true',
+                      help="run as started, without the re-run with glibc's huge-page malloc "
+                      'that jreid\'s entry points make (jreid.host_memory)')
   args = parser.parse_args(argv)
   if args.dry_run:
     args.batch, args.height, args.image_width, args.width = 8, 64, 32, 8
@@ -285,6 +292,7 @@ def main(argv=None) -> dict:
                          'cpu_count': os.cpu_count(),
                          'load_average_before': os.getloadavg()},
              'versions': _versions(),
+             'glibc_tunables': os.environ.get('GLIBC_TUNABLES'),
              'batch': args.batch, 'input': [args.height, args.image_width], 'steps': args.steps,
              'warmup': args.warmup, 'bf16': args.bf16, 'dry_run': args.dry_run,
              'model': {'blocks': list(args.blocks), 'width': args.width}}
@@ -352,4 +360,9 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
+  if '--no-hugepages' not in sys.argv[1:]:
+    # As `python -m jreid.main` runs: large host allocations in transparent huge pages (both
+    # frameworks share the process, so both get them).
+    from jreid import host_memory  # pylint: disable=g-import-not-at-top
+    host_memory.ensure_hugepage_malloc()
   main()
