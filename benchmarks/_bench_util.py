@@ -82,11 +82,15 @@ def _status_gb(field: str) -> float:
 def checkout_at_commit(commit: str) -> str:
   """A temporary copy of the repository's tracked files at ``commit`` (``git archive``): a
   benchmark's child run there imports that version of the whole library, so "before" is
-  measured as it was, not one module of it against today's others. Made once per process."""
+  measured as it was, not one module of it against today's others. Made once per process and
+  removed when it exits."""
   if commit not in _CHECKOUTS:
+    import atexit  # pylint: disable=g-import-not-at-top
+    import shutil  # pylint: disable=g-import-not-at-top
     import tempfile  # pylint: disable=g-import-not-at-top
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     folder = tempfile.mkdtemp(prefix=f'jreid_{commit}_')
+    atexit.register(shutil.rmtree, folder, True)
     archive = subprocess.run(['git', 'archive', commit], cwd=root, check=True,
                              capture_output=True).stdout
     subprocess.run(['tar', '-x', '-C', folder], input=archive, check=True)
