@@ -127,6 +127,22 @@ def process_peak_rss_gb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def run_modes(script: str, modes: tuple[str, ...], args: list[str], before_commit: str | None,
+              saved_path) -> dict[str, dict]:
+  """``{mode: run_child(script, [mode, *args])}``; with ``before_commit``, first ``'before'``: the
+  ``jreid`` child of the same script as of that commit, run in its checkout, whose saved result
+  (``saved_path(mode)``: the file a child writes) is moved to ``saved_path('before')`` before
+  today's ``jreid`` child writes its own."""
+  runs = {}
+  if before_commit:
+    old_script = os.path.join(checkout_at_commit(before_commit), 'benchmarks',
+                              os.path.basename(script))
+    runs['before'] = run_child(old_script, ['jreid', *args])
+    os.replace(saved_path('jreid'), saved_path('before'))
+  runs.update({mode: run_child(script, [mode, *args]) for mode in modes})
+  return runs
+
+
 def run_child(script: str, args: list[str]) -> dict:
   """Runs ``python script --child ARGS`` and returns the JSON dict it prints last."""
   out = subprocess.run([sys.executable, script, '--child', *args], check=False,

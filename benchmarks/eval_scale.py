@@ -214,13 +214,9 @@ def main():
   for scale in scales:
     num_q, num_g = util.SCALES[scale][:2]
     for level in args.levels.split(','):
-      runs = {}
-      if args.before:  # first: its child saves its APs where today's jreid child does
-        old_script = os.path.join(util.checkout_at_commit(PREVIOUS_COMMIT), 'benchmarks',
-                                  os.path.basename(__file__))
-        runs['before'] = util.run_child(old_script, ['jreid', scale, level])
-        os.replace(_ap_path('jreid', scale, level), _ap_path('before', scale, level))
-      runs.update({mode: util.run_child(__file__, [mode, scale, level]) for mode in MODES})
+      runs = util.run_modes(__file__, MODES, [scale, level],
+                            PREVIOUS_COMMIT if args.before else None,
+                            lambda mode: _ap_path(mode, scale, level))
       base, ours, floor = runs['baseline'], runs['jreid'], runs['matmul']
       ap_diff = np.abs(np.load(_ap_path('jreid', scale, level))
                        - np.load(_ap_path('baseline', scale, level)))

@@ -158,13 +158,9 @@ def main():
   out = args.out or (None if args.quick else 'rerank_scale_cpu.json')
   num_q, num_g = util.SCALES[scale][:2]
   for level in args.levels.split(','):
-    runs = {}
-    if args.before:  # first: its child saves its result where today's jreid child does
-      old_script = os.path.join(util.checkout_at_commit(PREVIOUS_COMMIT), 'benchmarks',
-                                os.path.basename(__file__))
-      runs['before'] = util.run_child(old_script, ['jreid', scale, level])
-      os.replace(_result_path('jreid', scale, level), _result_path('before', scale, level))
-    runs.update({mode: util.run_child(__file__, [mode, scale, level]) for mode in MODES})
+    runs = util.run_modes(__file__, MODES, [scale, level],
+                          PREVIOUS_COMMIT if args.before else None,
+                          lambda mode: _result_path(mode, scale, level))
     base, ours = runs['baseline'], runs['jreid']
     diff = np.abs(np.load(_result_path('jreid', scale, level))
                   - np.load(_result_path('baseline', scale, level)))
