@@ -169,7 +169,7 @@ def child(mode: str, scale: str, level: str) -> dict:
     if mode == 'baseline':
       cmc, all_ap, all_inp = baseline_evaluate(query, gallery, q_pids, g_pids, q_camids,
                                                g_camids, timings, loop)
-    elif mode in ('jreid', 'before'):
+    elif mode == 'jreid':
       result = metrics.evaluate_features(query, gallery, q_pids, g_pids, q_camids, g_camids,
                                          metric='cosine', max_rank=MAX_RANK, chunk_size=CHUNK)
       cmc, all_ap, all_inp = result.cmc, result.all_ap, result.all_inp

@@ -129,7 +129,6 @@ def iter_distance_blocks(
     chunk_size: int = 4096,
     nan_columns: np.ndarray | None = None,
     host_blas: bool = True,
-    reuse_buffers: bool = False,
 ) -> Iterator[tuple[int, np.ndarray]]:
   """Yields ``(start, block)`` with ``block = distance(query[start:start + chunk_size], gallery)``.
 
@@ -146,16 +145,13 @@ def iter_distance_blocks(
       the same jitted step; the ranker's mask of junk gallery items).
     host_blas: on a CPU device, compute the blocks with numpy's BLAS (module docstring); False
       keeps them in XLA.
-    reuse_buffers: on the host path, write the blocks into two buffers in turn: a block is then
-      valid only until the caller asks for the next one (for callers that reduce each block
-      before asking for the next).
   """
   query, gallery = _prepare(query, gallery, metric, chunk_size)
   offset = _column_offset(gallery.shape[0], nan_columns)
   starts = range(0, query.shape[0], chunk_size)
   if host_blas and on_cpu(query, gallery):
     yield from _host_blocks(np.asarray(query), np.asarray(gallery), metric, starts, chunk_size,
-                            offset, reuse_buffers)
+                            offset)
     return
   block_fn = _device_block_fn(gallery, metric, offset)
   pending = None
@@ -352,22 +348,13 @@ def host_distance_block(query: np.ndarray, gallery: np.ndarray, metric: str,
 
 
 def _host_blocks(query: np.ndarray, gallery: np.ndarray, metric: str, starts: range,
-                 chunk_size: int, offset: np.ndarray | None,
-                 reuse_buffers: bool) -> Iterator[tuple[int, np.ndarray]]:
+                 chunk_size: int, offset: np.ndarray | None) -> Iterator[tuple[int, np.ndarray]]:
   """``host_distance_block`` per chunk, the next block computed in a thread (BLAS and numpy's
-  loops release the GIL) while the caller works on the current one; with ``reuse_buffers`` the
-  blocks alternate between two buffers."""
+  loops release the GIL) while the caller works on the current one."""
   gallery_stats = host_gallery_statistics(gallery, metric)
-  rows = min(chunk_size, query.shape[0])
-  buffers = [np.empty((rows, gallery.shape[0]), np.float32) for _ in range(2)] if (
-      reuse_buffers) else None
 
   def block(start: int) -> np.ndarray:
-    q = query[start:start + chunk_size]
-    target = None
-    if buffers is not None:
-      target = buffers[(start // chunk_size) % 2][:len(q)]
-    return host_distance_block(q, gallery, metric, gallery_stats, out=target,
+    return host_distance_block(query[start:start + chunk_size], gallery, metric, gallery_stats,
                                column_offset=offset)
 
   with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
