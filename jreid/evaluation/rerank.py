@@ -31,7 +31,7 @@ Two modes of the same algorithm:
   with JAX matmuls (numpy's BLAS on a CPU device) and taken as symmetric, each chunk reduced in
   the same step to its row maxima, its first ``k1 + 1`` neighbours and, for query rows, the
   normalised gallery part; memory is the ``[q, g]`` result plus the features and
-  ``O(chunk x (q+g))``, time one ``(q+g)^2`` matmul plus the sparse steps.
+  ``O(chunk x (q+g))`` per worker thread, time one ``(q+g)^2`` matmul plus the sparse steps.
 """
 
 from __future__ import annotations
@@ -404,15 +404,15 @@ def rerank_features(
   items among themselves (``jreid.evaluation.distance``, ``metric``), taken as symmetric: the
   column maximum of the classic algorithm is each item's row maximum. Rows of distances are
   computed ``chunk_size`` at a time on the JAX device (with numpy's BLAS when that device is
-  the CPU, see ``host_blas``) and reduced there to their maximum, their
-  first ``k1 + 1`` neighbours (ranked by ``d^2``: the same order as ``d^2 / max`` except where
-  that division rounds two values to one) and, for query rows, the normalised gallery part; the
-  weights ``V`` recompute the few distances they need from the features (jitted, in steps of
-  ``_PAIRS_PER_STEP`` pairs); the Jaccard term is sparse. Memory: the features, the ``[q, g]``
-  float32 result and ``O(chunk_size x (q+g))``; time: one ``(q+g)^2`` matmul plus the sparse
-  steps. Equal to ``k_reciprocal_rerank`` on the matrices of ``compute_distance`` up to float32
-  rounding of the distances (tested; ``benchmarks/rerank_scale.py`` reports the fraction of
-  entries that differ).
+  the CPU, see ``host_blas``, one chunk per worker thread) and reduced there to their maximum,
+  their first ``k1 + 1`` neighbours (ranked by ``d^2``: the same order as ``d^2 / max`` except
+  where that division rounds two values to one) and, for query rows, the normalised gallery
+  part; the weights ``V`` recompute the few distances they need from the features (jitted, in
+  steps of ``_PAIRS_PER_STEP`` pairs); the Jaccard term is sparse. Memory: the features, the
+  ``[q, g]`` float32 result and ``O(chunk_size x (q+g))`` per worker thread; time: one
+  ``(q+g)^2`` matmul plus the sparse steps. Equal to ``k_reciprocal_rerank`` on the matrices of
+  ``compute_distance`` up to float32 rounding of the distances (tested;
+  ``benchmarks/rerank_scale.py`` reports the fraction of entries that differ).
 
   Args:
     query_feats: ``[q, dim]`` features.
