@@ -259,10 +259,10 @@ def map_distance_blocks(
 
     return ordered_map(work, starts, workers,
                        lambda: np.empty((rows, gallery.shape[0]), np.float32))
-  block_fn = _device_block_fn(gallery, metric, offset)
   if workers == 1:
     return [fn(start, block) for start, block in iter_distance_blocks(
         query, gallery, metric, chunk_size, nan_columns, host_blas=False)]
+  block_fn = _device_block_fn(gallery, metric, offset)
   futures, in_flight = [], []
   with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
     try:
